@@ -1,0 +1,258 @@
+"""Typed configuration: defaults <- experiments/NAME.yaml <- command-line ``key=value`` overrides.
+
+Every key is declared in a dataclass below, so an unknown key or a wrong type is a one-line
+error that lists the valid choices. ``generator`` is a free dict (its keys are checked by the
+generator registry when the network is built), so one generator's kwargs never leak into another's.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments"
+
+
+class ConfigError(ValueError):
+    """A bad configuration: the message is one line naming the key and the valid choices."""
+
+
+@dataclass
+class DataConfig:
+    root: str | None = None  # folder of NIfTI files (recursive); null = the bundled MNI152 demo data
+    mask_token: str = "mask"  # files whose name contains this are brain masks, matched to images by name
+    split: str | None = None  # TSV with columns subject, split (train/val/test); null = seeded split
+    val_subjects: list[str] = field(default_factory=list)  # explicit lists override the seeded split
+    test_subjects: list[str] = field(default_factory=list)
+    val_fraction: float = 0.08
+    test_fraction: float = 0.15
+    split_seed: int = 0
+    interval: int = 5  # keep every interval-th axial slice (PROTOCOL.md)
+    intervals: list[int] = field(default_factory=list)  # training: draw one per subject load from these
+    offset: int = 0  # kept slices: k % interval == offset, in the file's voxel order
+    random_offset: bool = False  # training: draw the offset per subject load
+    patch_size: int = 32
+    patch_stride: int | None = 16  # patch centres on a stride lattice inside the brain (paper); null = any brain voxel
+    samples_per_volume: int | None = None  # null = the number of lattice patches in the brain (one paper epoch)
+    queue_length: int = 300
+    num_workers: int = 2  # processes that load + degrade subjects for the queue
+    batch_size: int = 12  # per device
+    max_val_subjects: int | None = None
+    val_crop: int | None = None  # crop validation volumes to this cube around the brain centre (quick runs)
+    demo_subjects: int = 8  # size of the bundled pseudo-subject set
+    demo_dir: str | None = None  # where the bundled data are written (default ~/.cache/inpaint)
+
+
+@dataclass
+class ModelConfig:
+    data_consistency: bool = False  # copy the acquired slices back into the output (the paper does not)
+    known_channel: bool = False  # feed the acquired-slice mask as a second input channel
+    residual: bool = False  # the network predicts a correction added to the interpolated input
+
+
+@dataclass
+class LossConfig:
+    l1: float = 1.0  # weight of the L1 fidelity term
+
+
+@dataclass
+class PerceptualConfig:
+    weight: float = 1.0e-6  # the paper's gamma
+    layer: str = "block2_conv2"
+    weights: str | None = None  # null = the committed block1-2 file; or a path to the Keras VGG19 .h5
+
+
+@dataclass
+class CallbacksConfig:
+    perceptual: PerceptualConfig | None = None
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3.0e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    step_epochs: int = 20  # multiply the learning rate by gamma every step_epochs epochs
+    gamma: float = 0.1
+
+
+@dataclass
+class InferenceConfig:
+    patch_size: int = 32
+    overlap: int = 8
+    aggregation: str = "average"  # average (paper) | hann (seam-free)
+    batch_size: int = 16
+    bf16: bool = False  # autocast on CUDA
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 60
+    max_steps: int = -1
+    max_time: str | None = None  # DD:HH:MM:SS
+    limit_train_batches: Any = None  # int (batches) or float (fraction) per epoch
+    limit_val_batches: Any = None
+    check_val_every_n_epoch: int = 1
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    fast_dev_run: bool = False
+    log_every_n_steps: int = 10
+    gradient_clip_val: float | None = None
+    sync_batchnorm: bool = False
+    enable_progress_bar: bool = True
+
+
+@dataclass
+class WandbConfig:
+    project: str = "inpaint"
+    entity: str | None = None
+    mode: str | None = None  # online | offline | disabled; null = online if logged in, else offline
+
+
+@dataclass
+class Config:
+    experiment: str = "default"
+    tags: list[str] = field(default_factory=list)
+    seed: int = 0
+    train: bool = True  # false: validate only (parameter-free generators never train)
+    generator: dict[str, Any] = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: str = "csv"  # csv | wandb | tensorboard | none
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    output_dir: str = "runs"  # a run writes to output_dir/experiment/TIMESTAMP
+    ckpt_path: str | None = None  # resume from this checkpoint
+    resume: bool = False  # resume from the newest last.ckpt of this experiment
+
+
+LOGGERS = ("csv", "wandb", "tensorboard", "none")
+AGGREGATIONS = ("average", "hann")
+
+
+def experiment_names() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
+
+
+def _experiment_file(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    candidate = EXPERIMENTS / f"{name}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(
+            f"unknown experiment {name!r}: choose one of {', '.join(experiment_names())} "
+            f"(files in {EXPERIMENTS}) or give a path to a YAML file"
+        )
+    return candidate
+
+
+def _valid_keys(node: Any) -> list[str]:
+    return sorted(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def _explain(error: OmegaConfBaseException, schema: DictConfig, source: str) -> ConfigError:
+    """Turn an OmegaConf error into one line naming the key and the valid choices."""
+    key = getattr(error, "full_key", None) or ""
+    first = str(error).splitlines()[0]
+    parent = OmegaConf.select(schema, key.rsplit(".", 1)[0]) if "." in key else schema
+    if "not in struct" in first or "Key '" in first and "not" in first:
+        choices = ", ".join(_valid_keys(parent))
+        return ConfigError(f"{source}: unknown config key {key!r}; valid keys here: {choices}")
+    return ConfigError(f"{source}: bad value for {key!r}: {first}")
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    if cfg.logger not in LOGGERS:
+        raise ConfigError(f"logger={cfg.logger!r} is not one of {', '.join(LOGGERS)}")
+    if cfg.inference.aggregation not in AGGREGATIONS:
+        raise ConfigError(
+            f"inference.aggregation={cfg.inference.aggregation!r} is not one of {', '.join(AGGREGATIONS)}"
+        )
+    if "name" not in cfg.generator:
+        raise ConfigError("generator.name is missing: set it in the experiment file or as generator.name=...")
+    for key in ("interval", "patch_size", "batch_size"):
+        if cfg.data[key] < 1:
+            raise ConfigError(f"data.{key} must be >= 1, got {cfg.data[key]}")
+
+
+def load(experiment: str | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Build the run configuration.
+
+    Args:
+        experiment: a name in ``experiments/`` (e.g. ``dense_unet``) or a path to a YAML file.
+        overrides: ``key=value`` strings (OmegaConf dot-list), applied last.
+
+    Returns:
+        A structured, typed DictConfig (struct mode: unknown keys are errors).
+
+    Example:
+        >>> cfg = load("linear", ["data.interval=4"])
+        >>> cfg.data.interval, cfg.generator.name
+        (4, 'linear')
+    """
+    schema = OmegaConf.structured(Config)
+    cfg = schema
+    layers: list[tuple[str, DictConfig]] = []
+    if experiment:
+        path = _experiment_file(experiment)
+        layers.append((str(path), OmegaConf.load(path)))
+    if overrides:
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(f"command line: expected key=value, got {bad[0]!r}")
+        layers.append(("command line", OmegaConf.from_dotlist(list(overrides))))
+    for source, layer in layers:
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except OmegaConfBaseException as error:
+            raise _explain(error, schema, source) from None
+    if experiment:
+        cfg.experiment = Path(experiment).stem
+    if OmegaConf.is_missing(cfg, "generator"):
+        raise ConfigError(
+            "no generator: pick an experiment (experiment=NAME, one of "
+            f"{', '.join(experiment_names())}) or set generator.name=..."
+        )
+    _check_choices(cfg)
+    return cfg
+
+
+def from_argv(argv: list[str] | None = None) -> DictConfig:
+    """Parse ``experiment=NAME key=value ...`` (the form W&B agents pass with ${args_no_hyphens})."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    args = [a[2:] if a.startswith("--") else a for a in args]
+    experiment = None
+    rest = []
+    for arg in args:
+        if arg.startswith("experiment="):
+            experiment = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return load(experiment, rest)
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """Plain, resolved dict (for save_hyperparameters and W&B)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def save(cfg: DictConfig, path: Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""Data: NIfTI subjects, the slice degradation, normalisation and the TorchIO patch queue."""

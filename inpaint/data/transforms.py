@@ -1,0 +1,119 @@
+"""Subject transforms around the degradation: checks + brain mask, slice axis last, patch centres, crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torchio as tio
+
+from inpaint.constants import MASK, PATH, SAMPLING, SLICE_AXIS, TARGET
+from inpaint.data.io import InputError
+
+
+class PrepareVolume(tio.Transform):
+    """Adds ``mask`` = target > 0 when no mask file was given; rejects empty masks and mismatched shapes."""
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        source = subject.get(PATH, "subject")
+        target = subject[TARGET]
+        if MASK not in subject:
+            subject.add_image(tio.LabelMap(tensor=(target.data > 0).to(torch.uint8), affine=target.affine), MASK)
+        elif subject[MASK].shape != target.shape:
+            raise InputError(f"{source}: mask shape {subject[MASK].shape[1:]} != image shape {target.shape[1:]}; "
+                             "give the mask on the image's grid")
+        else:
+            subject[MASK].set_data((subject[MASK].data > 0).to(torch.uint8))
+        if not subject[MASK].data.any():
+            raise InputError(f"{source}: the brain mask is empty; give a mask file or a skull-stripped image with brain > 0")
+        return subject
+
+
+def slice_last_permutation(axis: int) -> list[int]:
+    """Spatial permutation that moves ``axis`` to the end, keeping the other two in order."""
+    return [a for a in range(3) if a != axis] + [axis]
+
+
+def permute_volume(data: torch.Tensor, affine: np.ndarray, perm: list[int]) -> tuple[torch.Tensor, np.ndarray]:
+    """Permute the spatial axes of (C, X, Y, Z) data and the matching affine columns (world coordinates kept)."""
+    return data.permute(0, *[p + 1 for p in perm]).contiguous(), affine[:, [*perm, 3]]
+
+
+class SliceAxisLast(tio.Transform):
+    """Transpose every image so the slice (S/I) axis is the last array axis: the network sees one layout."""
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        perm = slice_last_permutation(subject[SLICE_AXIS])
+        if perm != [0, 1, 2]:
+            for image in subject.get_images(intensity_only=False):
+                data, affine = permute_volume(image.data, image.affine, perm)
+                image.set_data(data)
+                image.affine = affine
+        return subject
+
+
+def lattice_mask(mask: torch.Tensor, patch_size: int, stride: int | None) -> torch.Tensor:
+    """(X, Y, Z) bool: brain voxels that can centre a whole patch, on a ``stride`` lattice if given.
+
+    TorchIO puts a patch of even size p at [c - p/2, c + p/2), so centres run from p/2 to n - p/2.
+    """
+    keep = mask > 0
+    half = patch_size // 2
+    for axis, n in enumerate(mask.shape):
+        line = torch.zeros(n, dtype=torch.bool)
+        line[half : n - (patch_size - half) + 1] = True
+        if stride:
+            line &= (torch.arange(n) - half) % stride == 0
+        view = [1, 1, 1]
+        view[axis] = -1
+        keep = keep & line.view(view)
+    return keep
+
+
+def check_fits(shape: tuple[int, ...], patch_size: int, source: str) -> None:
+    if min(shape) < patch_size:
+        raise InputError(f"{source}: volume {tuple(shape)} is smaller than data.patch_size={patch_size}; "
+                         "use a smaller patch size or pad the volume")
+
+
+class PatchCentres(tio.Transform):
+    """Adds ``sampling``: a LabelMap of allowed patch centres (brain voxels on the stride lattice)."""
+
+    def __init__(self, patch_size: int = 32, stride: int | None = 16, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.patch_size, self.stride = patch_size, stride
+        self.args_names = ["patch_size", "stride"]
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        mask = subject[MASK]
+        check_fits(mask.shape[1:], self.patch_size, subject.get(PATH, "subject"))
+        centres = lattice_mask(mask.data[0], self.patch_size, self.stride)
+        if not centres.any():  # a tiny brain between lattice points: fall back to any brain voxel
+            centres = lattice_mask(mask.data[0], self.patch_size, None)
+        subject.add_image(tio.LabelMap(tensor=centres[None].to(torch.uint8), affine=mask.affine), SAMPLING)
+        return subject
+
+
+class CropAroundBrain(tio.Transform):
+    """Crop every image to at most ``size`` voxels per axis around the brain's centre (quick validation)."""
+
+    def __init__(self, size: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.size = size
+        self.args_names = ["size"]
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        mask = subject[MASK].data[0]
+        centre = torch.nonzero(mask).float().mean(0).round().long().tolist()
+        starts, crop = [], []
+        for c, n in zip(centre, mask.shape, strict=True):
+            size = min(self.size, n)
+            start = int(np.clip(c - size // 2, 0, n - size))
+            starts.append(start)
+            crop.append(slice(start, start + size))
+        # by hand: tio.Crop would drop the subject's non-image attributes (scale, slice axis, ...)
+        for image in subject.get_images(intensity_only=False):
+            affine = image.affine.copy()
+            affine[:3, 3] = affine[:3, :3] @ np.array(starts, dtype=float) + affine[:3, 3]
+            image.set_data(image.data[(slice(None), *crop)].contiguous())
+            image.affine = affine
+        return subject

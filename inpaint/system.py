@@ -1,0 +1,137 @@
+"""One LightningModule that wraps any generator of the zoo: loss terms, data consistency, validation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchio as tio
+from torch import nn
+from torchmetrics import MeanMetric
+
+from inpaint.constants import INPUT, KNOWN, MASK, SCALE, TARGET
+from inpaint.data.normalise import denormalise
+from inpaint.inference import infer_volume
+from inpaint.metrics import volume_metrics
+from models import GENERATORS
+
+LossFunction = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
+METRICS = ("psnr", "ssim", "hfen", "psnr_missing")
+
+
+class InpaintingModule(L.LightningModule):
+    """Builds ``generator`` by name from the registry; trains on patches, validates on whole volumes.
+
+    Args:
+        generator: ``{"name": ..., **kwargs}`` for ``models.GENERATORS``.
+        model: ``data_consistency``, ``known_channel``, ``residual`` (see inpaint.config.ModelConfig).
+        loss: ``{"l1": weight}``; further terms come from callbacks through ``add_loss_term``.
+        optim: Adam ``lr, betas, weight_decay`` and step decay ``step_epochs, gamma``.
+        inference: whole-volume settings for validation (patch_size, overlap, aggregation, batch_size, bf16).
+        config: the full resolved run config (kept in the checkpoint, not used here).
+        data_info: facts about the training data (voxel spacing, interval) for ``inpaint.predict``.
+
+    Example:
+        >>> module = InpaintingModule({"name": "linear"})
+        >>> module(torch.zeros(1, 1, 8, 8, 8), torch.zeros(1, 1, 8, 8, 8)).shape
+        torch.Size([1, 1, 8, 8, 8])
+    """
+
+    def __init__(self, generator: dict, model: dict | None = None, loss: dict | None = None,
+                 optim: dict | None = None, inference: dict | None = None, config: dict | None = None,
+                 data_info: dict | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model_cfg = {"data_consistency": False, "known_channel": False, "residual": False, **(model or {})}
+        self.loss_cfg = {"l1": 1.0, **(loss or {})}
+        self.optim_cfg = {"lr": 3e-4, "betas": (0.9, 0.999), "weight_decay": 0.0, "step_epochs": 20, "gamma": 0.1,
+                          **(optim or {})}
+        self.inference_cfg = {"patch_size": 32, "overlap": 8, "aggregation": "average", "batch_size": 16,
+                              "bf16": False, **(inference or {})}
+        kwargs = dict(generator)
+        name = kwargs.pop("name")
+        in_channels = 2 if self.model_cfg["known_channel"] else 1
+        if kwargs.setdefault("in_channels", in_channels) != in_channels:
+            raise ValueError(f"generator.in_channels={kwargs['in_channels']} but model.known_channel="
+                             f"{self.model_cfg['known_channel']} needs {in_channels}; drop generator.in_channels")
+        self.generator = GENERATORS.build(name, **kwargs)
+        self.loss_terms: dict[str, tuple[LossFunction, float]] = {}
+        self.val_means = nn.ModuleDict({f"{prefix}{m}": MeanMetric() for m in METRICS for prefix in ("", "linear_")})
+        self.val_means["psnr_gain"] = MeanMetric()
+
+    @property
+    def trainable(self) -> bool:
+        return any(p.requires_grad for p in self.generator.parameters())
+
+    def add_loss_term(self, name: str, fn: LossFunction, weight: float) -> None:
+        """Register ``weight * fn(pred, target, batch)`` to be added to the loss in every training step."""
+        if name in self.loss_terms or name == "l1":
+            raise ValueError(f"loss term {name!r} is registered twice")
+        self.loss_terms[name] = (fn, float(weight))
+
+    def forward(self, inputs: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """(B, 1, X, Y, Z) interpolated input and acquired-slice mask -> (B, 1, X, Y, Z) prediction."""
+        x = torch.cat([inputs, known.to(inputs.dtype)], 1) if self.model_cfg["known_channel"] else inputs
+        out = self.generator(x)
+        if self.model_cfg["residual"]:
+            out = out + inputs
+        if self.model_cfg["data_consistency"]:
+            known = known.to(out.dtype)
+            out = known * inputs + (1 - known) * out
+        return out
+
+    # -- training ------------------------------------------------------------------------------
+    def model_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs, known, target = (batch[k][tio.DATA].float() for k in (INPUT, KNOWN, TARGET))
+        pred = self(inputs, known)
+        terms = {"l1": self.loss_cfg["l1"] * F.l1_loss(pred, target)}
+        for name, (fn, weight) in self.loss_terms.items():
+            terms[name] = weight * fn(pred, target, batch)
+        return pred, terms
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        _, terms = self.model_step(batch)
+        loss = torch.stack(list(terms.values())).sum()
+        batch_size = batch[INPUT][tio.DATA].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+            if name != "l1":
+                self.log(f"train/{name}_ratio", value.detach() / terms["l1"].detach().clamp_min(1e-12), batch_size=batch_size)
+        return loss
+
+    # -- validation: whole volumes, original units ---------------------------------------------
+    def predict_volume(self, inputs: torch.Tensor, known: torch.Tensor, mask: torch.Tensor, **overrides) -> torch.Tensor:
+        """Whole normalised (1, 1, X, Y, Z) volume -> (1, X, Y, Z) normalised prediction (CPU)."""
+        settings = {**self.inference_cfg, **overrides}
+        settings.setdefault("data_consistency", self.model_cfg["data_consistency"])
+        return infer_volume(self, inputs, known, mask, device=self.device, **settings)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        scale = batch[SCALE]
+        inputs, known, mask, target = (batch[k] for k in (INPUT, KNOWN, MASK, TARGET))
+        pred = self.predict_volume(inputs, known, mask).to(target.device)
+        reference = denormalise(target[0, 0].double(), scale)
+        flags = (mask[0, 0] > 0, known[0, 0] > 0)
+        ours = volume_metrics(denormalise(pred[0].double(), scale), reference, *flags)
+        linear = volume_metrics(denormalise(inputs[0, 0].double(), scale), reference, *flags)
+        for m in METRICS:
+            self.val_means[m].update(ours[m])
+            self.val_means[f"linear_{m}"].update(linear[m])
+        self.val_means["psnr_gain"].update(ours["psnr"] - linear["psnr"])
+
+    def on_validation_epoch_end(self) -> None:
+        for key, metric in self.val_means.items():
+            self.log(f"val/{key}", metric.compute(), prog_bar=key in ("psnr", "psnr_gain"), sync_dist=False)
+            metric.reset()
+
+    # -- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict:
+        c = self.optim_cfg
+        optimizer = torch.optim.Adam(self.generator.parameters(), lr=c["lr"], betas=tuple(c["betas"]),
+                                     weight_decay=c["weight_decay"])
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=c["step_epochs"], gamma=c["gamma"])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -1,0 +1,15 @@
+"""The generator zoo: plain nn.Modules behind a name registry (no Lightning, no I/O).
+
+Contract of every generator: ``forward(x)`` takes ``(B, in_channels, X, Y, Z)`` (channel 0 the
+interpolated volume, optionally channel 1 the acquired-slice mask) and returns ``(B, 1, X, Y, Z)``.
+Class attribute ``size_multiple``: every spatial size must be a multiple of it.
+"""
+
+from models.registry import Registry
+
+GENERATORS = Registry("generator")
+
+# Import every module so that its @GENERATORS.register decorators run.
+from models import dense_unet, linear, unet3d  # noqa: E402,F401
+
+__all__ = ["GENERATORS", "Registry"]

@@ -1,0 +1,86 @@
+"""End-to-end runs of inpaint.fit on tiny synthetic volumes (seconds each)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from inpaint.config import experiment_names, load
+from inpaint.fit import fit, main
+from tests.conftest import quick_overrides
+
+# Shrunk widths so a paper-sized experiment costs a second, not half a minute, on 2 cores.
+SHRINK = {"dense_unet": ["generator.features=4", "generator.layers_per_block=2"],
+          "unet3d": ["generator.features=[4,8,16,32,64]"], "linear": []}
+
+
+def shrink(name: str) -> list[str]:
+    return SHRINK[load(name).generator.name]
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_every_experiment_runs_one_fast_dev_step(name, tiny_root, tmp_path):
+    cfg = load(name, [*quick_overrides(tiny_root, tmp_path), *shrink(name), "trainer.fast_dev_run=true"])
+    result = fit(cfg)
+    assert result["metrics"]["val/psnr"] > 0
+    assert (Path(result["run_dir"]) / "config.yaml").is_file()
+
+
+def test_linear_validates_without_training_and_equals_the_input(tiny_root, tmp_path):
+    result = fit(load("linear", quick_overrides(tiny_root, tmp_path)))
+    m = result["metrics"]
+    assert m["val/psnr"] == pytest.approx(m["val/linear_psnr"]) and m["val/psnr_gain"] == pytest.approx(0.0, abs=1e-6)
+    assert result["best_checkpoint"] == ""
+
+
+def train_cfg(tiny_root, tmp_path, *extra):
+    overrides = [*quick_overrides(tiny_root, tmp_path), *SHRINK["dense_unet"], "logger=csv",
+                 "trainer.max_epochs=2", "trainer.limit_train_batches=3", "optim.step_epochs=1", *extra]
+    return load("dense_unet", overrides)
+
+
+def test_training_writes_config_checkpoints_and_metrics(tiny_root, tmp_path):
+    result = fit(train_cfg(tiny_root, tmp_path))
+    run = Path(result["run_dir"])
+    assert Path(result["best_checkpoint"]).name == "best.ckpt" and (run / "checkpoints" / "last.ckpt").is_file()
+    assert "val/psnr" in (run / "logs" / "metrics.csv").read_text().splitlines()[0]
+    checkpoint = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=False)
+    hparams = checkpoint["hyper_parameters"]
+    assert hparams["config"]["generator"]["name"] == "dense_unet" and hparams["data_info"]["interval"] == 5
+    assert not any("vgg" in k.lower() for k in checkpoint["state_dict"])
+
+
+def test_resume_continues_exactly(tiny_root, tmp_path):
+    straight = fit(train_cfg(tiny_root, tmp_path / "a"))
+    first = fit(train_cfg(tiny_root, tmp_path / "b", "trainer.max_epochs=1"))
+    resumed = fit(train_cfg(tiny_root, tmp_path / "b", f"ckpt_path={first['last_checkpoint']}"))
+    assert resumed["run_dir"] == first["run_dir"]
+    a = torch.load(straight["last_checkpoint"], weights_only=False)
+    b = torch.load(resumed["last_checkpoint"], weights_only=False)
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"])
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, msg=key)
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+
+
+def test_resume_true_finds_the_last_checkpoint(tiny_root, tmp_path):
+    first = fit(train_cfg(tiny_root, tmp_path, "trainer.max_epochs=1"))
+    again = fit(train_cfg(tiny_root, tmp_path, "resume=true"))
+    assert again["run_dir"] == first["run_dir"]
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["experiment=linear", "data.bogus=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "unknown config key 'data.bogus'" in err and "\n" not in err
+    assert main(["experiment=linear", f"data.root={tmp_path}"]) == 2
+    assert "no NIfTI volumes found" in capsys.readouterr().err
+
+
+def test_module_entry_point(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "inpaint.fit", "experiment=nope"], capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown experiment 'nope'" in out.stderr
