@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-all lint setup
+.PHONY: demo test test-all test-sweeps lint setup
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,15 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# wandb[sweeps] (the `sweeps` package) may pin numpy<2: it gets its own venv, never .venv.
+SWEEPS_VENV := .venv-sweeps
+$(SWEEPS_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SWEEPS_VENV)
+	$(SWEEPS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SWEEPS_VENV)/bin/python -m pip install -q $(TORCH)
+	$(SWEEPS_VENV)/bin/python -m pip install -q -e ".[test,sweeps]"
+	touch $@
+
 demo: setup
 	$(PY) -m inpaint.fit experiment=demo
 
@@ -26,6 +35,20 @@ test: setup
 test-all: setup
 	WANDB_MODE=disabled $(PY) -m pytest -q
 
+# The W&B sweep files against W&B's own schema and agent command line; a skip here is an error.
+test-sweeps: $(SWEEPS_VENV)/.installed
+	WANDB_MODE=disabled INPAINT_REQUIRE_SWEEPS=1 $(SWEEPS_VENV)/bin/python -m pytest -q tests/inpaint/test_sweeps.py
+
 lint: setup
 	$(PY) -m pip install -q ruff
 	$(VENV)/bin/ruff check inpaint models tests scripts
+
+# antspyx (Atropos tissue segmentation for inpaint.evaluate --segment) pins numpy<2.4: its own venv.
+.venv-segment/.installed: pyproject.toml
+	$(PYTHON) -m venv .venv-segment
+	.venv-segment/bin/python -m pip install -q --upgrade pip
+	.venv-segment/bin/python -m pip install -q $(TORCH)
+	.venv-segment/bin/python -m pip install -q -e ".[segment]"
+	touch $@
+
+setup-segment: .venv-segment/.installed

@@ -40,13 +40,14 @@ class DataConfig:
     patch_size: int = 32
     patch_stride: int | None = 16  # patch centres on a stride lattice inside the brain (paper); null = any brain voxel
     samples_per_volume: int | None = None  # null = the number of lattice patches in the brain (one paper epoch)
-    queue_length: int = 300
+    queue_length: int = 300  # per process (DDP: each rank holds its own queue of its share of subjects)
     num_workers: int = 2  # processes that load + degrade subjects for the queue
-    batch_size: int = 12  # per device
+    batch_size: int = 12  # per device: under DDP the global batch is batch_size x devices x num_nodes
     max_val_subjects: int | None = None
     val_crop: int | None = None  # crop validation volumes to this cube around the brain centre (quick runs)
     demo_subjects: int = 8  # size of the bundled pseudo-subject set
     demo_dir: str | None = None  # where the bundled data are written (default ~/.cache/inpaint)
+    record_subjects: bool = False  # write run_dir/subjects/epoch{e}_rank{r}.txt: the training subjects each rank drew
 
 
 @dataclass
@@ -134,7 +135,8 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: str = "csv"  # csv | wandb | tensorboard | none
     wandb: WandbConfig = field(default_factory=WandbConfig)
-    output_dir: str = "runs"  # a run writes to output_dir/experiment/TIMESTAMP
+    output_dir: str = "runs"  # a run writes to output_dir/experiment/TIMESTAMP (see run_dir)
+    run_dir: str | None = None  # write to this folder as is (torchrun/SLURM/multi-node: give every process the same)
     ckpt_path: str | None = None  # resume from this checkpoint
     resume: bool = False  # resume from the newest last.ckpt of this experiment
 

@@ -1,6 +1,28 @@
 """Train (or, for parameter-free generators, just validate) one experiment.
 
     python -m inpaint.fit experiment=dense_unet data.root=/path/to/niftis trainer.max_epochs=2
+
+Distributed (Lightning DDP; ``trainer.*`` keys go to ``L.Trainer`` as they are):
+
+    python -m inpaint.fit experiment=dense_unet trainer.strategy=ddp trainer.devices=4     # one machine
+    torchrun --nnodes=2 --nproc-per-node=4 --rdzv-id=$JOB_ID --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \
+        -m inpaint.fit experiment=dense_unet trainer.strategy=ddp trainer.devices=4 trainer.num_nodes=2
+    srun python -m inpaint.fit experiment=dense_unet trainer.strategy=ddp trainer.devices=4 trainer.num_nodes=2
+
+- ``data.batch_size`` is per device: the global batch is batch_size x devices x num_nodes. Each rank
+  draws patches from its own share of the training subjects (``DistributedSampler``, reshuffled each
+  epoch) with its own queue of ``data.queue_length`` patches; every rank takes the same number of steps.
+  Validation subjects are split across ranks and the metrics averaged over all of them.
+- The run folder: every process must write to the same one. With Lightning's own launcher
+  (``trainer.devices=N``) the started processes inherit it (env ``INPAINT_RUN_DIR``); under torchrun it is
+  ``output_dir/experiment/torchrun-RDZV_ID`` and under SLURM ``output_dir/experiment/slurm-JOBID[.STEP]``,
+  both the same on every process (and again after a restart or requeue, so Lightning's SLURM auto-resume
+  finds its checkpoint). ``run_dir=PATH`` overrides all of these; give it for any other multi-node
+  launch (a multi-node run without it, a torchrun ``--rdzv-id`` or SLURM is an error).
+- Only global rank 0 writes config.yaml, result.json, checkpoints and logs.
+- ``trainer.sync_batchnorm=true`` synchronises ``nn.BatchNorm*`` layers only: ``BatchRenorm3d`` (DenseUNet)
+  is deliberately not converted and keeps per-rank batch statistics (its running statistics are rank 0's,
+  broadcast by DDP): a warning says so.
 """
 
 from __future__ import annotations
@@ -8,20 +30,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 
 from inpaint import config as configuration
+from inpaint.callbacks import CheckpointArtifactNote, PatchThroughput, SlicePanels, SubjectRecorder
 from inpaint.data.module import InpaintDataModule
 from inpaint.data.subjects import subject_name
 from inpaint.loggers import make_logger
 from inpaint.system import InpaintingModule
+from models.layers import BatchRenorm3d
 
 log = logging.getLogger("inpaint")
 RUN_DIR_ENV = "INPAINT_RUN_DIR"  # shared with the processes Lightning's DDP launcher starts
@@ -29,20 +55,41 @@ QUICK_VAL_CROP = 64
 
 
 def find_last_checkpoint(cfg: DictConfig) -> Path:
-    candidates = sorted(Path(cfg.output_dir, cfg.experiment).glob("*/checkpoints/last.ckpt"))
+    candidates = sorted(Path(cfg.output_dir, cfg.experiment).glob("*/checkpoints/last.ckpt"),
+                        key=lambda p: p.stat().st_mtime)  # run folders may be timestamps, torchrun-ID, slurm-ID
     if not candidates:
         raise FileNotFoundError(f"resume=true: no {cfg.output_dir}/{cfg.experiment}/*/checkpoints/last.ckpt; "
                                 "start a run first or give ckpt_path=PATH")
     return candidates[-1]
 
 
+def launcher_run_name() -> str | None:
+    """A folder name that every process of one torchrun / SLURM job derives alike; None outside them."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if run_id != "none" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return "torchrun-" + re.sub(r"[^\w.-]", "_", run_id)
+    if SLURMEnvironment.detect() and int(os.environ.get("SLURM_NTASKS", "1")) > 1:  # not an interactive shell
+        step = os.environ.get("SLURM_STEP_ID")
+        return f"slurm-{os.environ['SLURM_JOB_ID']}" + (f".{step}" if step else "")
+    return None
+
+
 def run_directory(cfg: DictConfig, ckpt_path: Path | None) -> Path:
-    """The resumed run's folder, the one the DDP launcher passed down, or a new timestamped one."""
+    """The resumed run's folder, ``run_dir``, the one the DDP launcher passed down, the launcher's job
+    folder (torchrun, SLURM), or a new timestamped one."""
     if ckpt_path is not None and ckpt_path.parent.name == "checkpoints":
         return ckpt_path.parent.parent
+    if cfg.run_dir:
+        return Path(cfg.run_dir)
     if os.environ.get(RUN_DIR_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
         return Path(os.environ[RUN_DIR_ENV])
     base = Path(cfg.output_dir, cfg.experiment)
+    if (name := launcher_run_name()) is not None:
+        return base / name
+    if cfg.trainer.num_nodes > 1:
+        raise configuration.ConfigError(
+            f"trainer.num_nodes={cfg.trainer.num_nodes}: the processes cannot agree on a run folder; "
+            "pass run_dir=PATH (the same on every node), or launch with torchrun --rdzv-id=ID or SLURM srun")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir, n = base / stamp, 1
     while run_dir.exists():
@@ -66,7 +113,7 @@ def data_info(datamodule: InpaintDataModule) -> dict[str, Any]:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, config: dict, trainable: bool, resumed: bool = False) -> L.Trainer:
     trainer_cfg = {k: v for k, v in configuration.to_container(cfg.trainer).items() if v is not None}
-    callbacks: list[L.Callback] = []
+    callbacks: list[L.Callback] = [SubjectRecorder(run_dir)] if cfg.data.record_subjects else []
     if trainable:
         callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/psnr",
                                          mode="max", save_last=True, auto_insert_metric_name=False))
@@ -75,11 +122,23 @@ def build_trainer(cfg: DictConfig, run_dir: Path, config: dict, trainable: bool,
 
         callbacks.append(PerceptualLoss(**configuration.to_container(cfg.callbacks.perceptual)))
     logger = make_logger(cfg.logger, run_dir, config, cfg.wandb, time.strftime("resumed-%Y%m%d-%H%M%S") if resumed else "")
-    if logger is not None and trainable:
-        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    if logger is not None:
+        callbacks.append(SlicePanels(run_dir))
+        if trainable:
+            callbacks += [LearningRateMonitor(logging_interval="epoch"), PatchThroughput()]
+        if cfg.logger == "wandb":
+            callbacks.append(CheckpointArtifactNote())
     return L.Trainer(**trainer_cfg, default_root_dir=str(run_dir), logger=logger if logger else False,
                      callbacks=callbacks, use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1,
                      num_sanity_val_steps=0)
+
+
+def warn_batch_renorm_sync(cfg: DictConfig, module: InpaintingModule) -> None:
+    """sync_batchnorm converts nn.BatchNorm* only; say that BatchRenorm3d keeps per-rank statistics."""
+    if cfg.trainer.sync_batchnorm and any(isinstance(m, BatchRenorm3d) for m in module.generator.modules()):
+        log.warning("trainer.sync_batchnorm=true: BatchRenorm3d layers of %s are deliberately not converted to "
+                    "SyncBatchNorm; their batch statistics stay per rank (data.batch_size=%d patches each), their "
+                    "running statistics are rank 0's (broadcast by DDP)", cfg.generator.name, cfg.data.batch_size)
 
 
 def fit(cfg: DictConfig) -> dict[str, Any]:
@@ -102,6 +161,7 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, run_dir, config, train, resumed=ckpt_path is not None)
     if trainer.is_global_zero:
         configuration.save(cfg, run_dir / "config.yaml")
+        warn_batch_renorm_sync(cfg, module)
     if train:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -117,6 +177,10 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
         tmp.write_text(json.dumps(result, indent=2))
         tmp.replace(run_dir / "result.json")
         report(result, cfg)
+        if cfg.logger == "wandb":
+            import wandb
+
+            wandb.finish()  # flush the run; a next fit() in this process starts its own
     return result
 
 
@@ -126,12 +190,18 @@ def report(result: dict[str, Any], cfg: DictConfig) -> None:
     if "val/psnr" in m:
         print(f"   {cfg.generator.name:>12}: PSNR {m['val/psnr']:.2f} dB  SSIM {m['val/ssim']:.4f}  HFEN "
               f"{m['val/hfen']:.4f}  missing-slice PSNR {m['val/psnr_missing']:.2f} dB")
-        print(f"   {'linear':>12}: PSNR {m['val/linear_psnr']:.2f} dB  SSIM {m['val/linear_ssim']:.4f}  HFEN "
-              f"{m['val/linear_hfen']:.4f}  missing-slice PSNR {m['val/linear_psnr_missing']:.2f} dB")
+        if cfg.generator.name != "linear":
+            print(f"   {'linear':>12}: PSNR {m['val/linear_psnr']:.2f} dB  SSIM {m['val/linear_ssim']:.4f}  HFEN "
+                  f"{m['val/linear_hfen']:.4f}  missing-slice PSNR {m['val/linear_psnr_missing']:.2f} dB")
+    else:
+        print("   no validation ran: the run stopped before its first epoch ended (trainer.max_steps / max_time); "
+              "validate a checkpoint with inpaint.evaluate --checkpoint NAME=PATH")
     run_dir = Path(result["run_dir"])
     print(f"   run folder:  {run_dir}\n   config:      {run_dir / 'config.yaml'}")
     if result["best_checkpoint"]:
         print(f"   checkpoint:  {result['best_checkpoint']} (best val/psnr); last: {result['last_checkpoint']}")
+    elif result["last_checkpoint"]:
+        print(f"   checkpoint:  {result['last_checkpoint']} (last; no best without validation)")
     if cfg.logger == "csv" and not cfg.trainer.fast_dev_run:
         logs = sorted((run_dir / "logs").rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
         print(f"   metrics log: {logs[-1] if logs else run_dir / 'logs'}")

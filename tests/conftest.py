@@ -8,8 +8,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+# Tiny test volumes: one thread is faster than two, and immune to a busy machine's oversubscription.
+torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("INPAINT_SHARED_DATA", REPO.parent / "shared" / "data" / "ds002748"))
 

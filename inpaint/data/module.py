@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,10 +26,18 @@ log = logging.getLogger(__name__)
 
 
 class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, ...``: every validation subject on exactly one rank, none repeated."""
+    """Rank ``rank``'s share of ``length`` validation subjects: ``rank, rank + world, ...``.
+
+    When ``world`` divides ``length`` every subject is on exactly one rank. Otherwise the list is
+    repeated ``lcm(length, world) / length`` times before sharding, so that no rank gets an empty
+    share (DDP needs every rank in the epoch-end metric sync) and every subject still counts equally
+    often in the cross-rank mean: the metrics stay exact; the price is repeated work (at worst
+    every rank evaluates every subject, as long as one process alone).
+    """
 
     def __init__(self, length: int, rank: int, world: int) -> None:
-        self.indices = list(range(rank, length, world))
+        total = math.lcm(length, world) if length else 0
+        self.indices = [i % length for i in range(rank, total, world)]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
@@ -43,12 +52,21 @@ class SeededQueue(Dataset):
     Subject order, patch positions, worker seeds and patch shuffling then depend only on ``seed``
     (seed, epoch, rank), not on what else draws random numbers in between: this is what makes a
     resumed run draw exactly the patches of an uninterrupted one.
+
+    Args:
+        make_queue: builds the queue (called once, under the private RNG state).
+        seed: seeds the private RNG state.
+        length: patches per epoch if not all of the queue's (DDP: every rank must take as many steps).
+
+    ``drawn`` collects the names of the subjects whose patches were taken (``data.record_subjects``).
     """
 
-    def __init__(self, make_queue: Callable[[], tio.Queue], seed: int) -> None:
+    def __init__(self, make_queue: Callable[[], tio.Queue], seed: int, length: int | None = None) -> None:
         self._states = (torch.Generator().manual_seed(seed).get_state(), np.random.RandomState(seed).get_state(),
                         random.Random(seed).getstate())
         self.queue = self._isolated(make_queue)
+        self.length = len(self.queue) if length is None else length
+        self.drawn: set[str] = set()
 
     def _isolated(self, fn: Callable[..., Any], *args: Any) -> Any:
         outside = (torch.get_rng_state(), np.random.get_state(), random.getstate())
@@ -64,10 +82,12 @@ class SeededQueue(Dataset):
             random.setstate(outside[2])
 
     def __len__(self) -> int:
-        return len(self.queue)
+        return self.length
 
     def __getitem__(self, index: int) -> tio.Subject:
-        return self._isolated(self.queue.__getitem__, index)
+        patch = self._isolated(self.queue.__getitem__, index)
+        self.drawn.add(patch[NAME])
+        return patch
 
 
 def volume_batch(subjects: list[tio.Subject]) -> dict[str, Any]:
@@ -155,18 +175,36 @@ class InpaintDataModule(L.LightningDataModule):
             self._train_subjects = self.train_subjects()
         transform = tio.Compose([*self.base_transforms(training=True), PatchCentres(c.patch_size, c.patch_stride)])
         dataset = tio.SubjectsDataset(self._train_subjects, transform=transform)
-        subject_sampler = None
-        if world > 1:
-            subject_sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-            subject_sampler.set_epoch(epoch)
-        queue = SeededQueue(lambda: tio.Queue(
+        subject_sampler, length = None, None
+        if world > 1:  # this rank's subjects; the same number of patches (so of steps) on every rank
+            subject_sampler = self._subject_sampler(dataset, rank, world, epoch)
+            shares = [self._patches(self._subject_sampler(dataset, r, world, epoch)) for r in range(world)]
+            length = min(shares)
+            if max(shares) > length and epoch == 0 and rank == 0:
+                log.info("DDP: ranks draw %s patches this epoch; each rank takes %d (the smallest share)",
+                         shares, length)
+        self.train_queue = SeededQueue(lambda: tio.Queue(
             dataset, max_length=c.queue_length,
             samples_per_volume=c.samples_per_volume or 1,
             sampler=tio.LabelSampler(c.patch_size, label_name=SAMPLING),
             subject_sampler=subject_sampler, shuffle_subjects=subject_sampler is None,
             num_workers=c.num_workers,
-        ), epoch_seed)
-        return tio.SubjectsLoader(queue, batch_size=c.batch_size, num_workers=0)
+        ), epoch_seed, length)
+        return tio.SubjectsLoader(self.train_queue, batch_size=c.batch_size, num_workers=0)
+
+    def _subject_sampler(self, dataset: Dataset, rank: int, world: int, epoch: int) -> DistributedSampler:
+        """Rank ``rank``'s share of the training subjects, reshuffled every epoch (the same seed on all ranks).
+
+        The shares are disjoint when ``world`` divides the number of subjects; otherwise ``DistributedSampler``
+        repeats a few subjects (others each epoch) so that every rank gets as many.
+        """
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        sampler.set_epoch(epoch)
+        return sampler
+
+    def _patches(self, sampler: DistributedSampler) -> int:
+        default = self.cfg.samples_per_volume or 1
+        return sum(int(self._train_subjects[i].get("num_samples", default)) for i in sampler)
 
     def val_dataloader(self) -> DataLoader:
         transforms = self.base_transforms(training=False)
@@ -174,5 +212,9 @@ class InpaintDataModule(L.LightningDataModule):
             transforms.append(CropAroundBrain(self.cfg.val_crop))
         dataset = tio.SubjectsDataset([make_subject(v) for v in self.splits["val"]], transform=tio.Compose(transforms))
         rank, world = self._rank_world()
+        if len(dataset) % world and rank == 0 and self._epoch() == 0:
+            log.info("DDP: %d validation subject(s) on %d ranks: each rank evaluates %d, repeating subjects so that "
+                     "each counts equally; a multiple of %d subjects avoids the repeats", len(dataset), world,
+                     math.lcm(len(dataset), world) // world, world)
         return DataLoader(dataset, batch_size=1, collate_fn=volume_batch, sampler=ShardSampler(len(dataset), rank, world),
                           num_workers=min(self.cfg.num_workers, 1))

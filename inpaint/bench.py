@@ -1,0 +1,319 @@
+"""Speed bench: training patches/s, whole-volume inference seconds, data-queue patches/s, memory, FLOP/s.
+
+    python -m inpaint.bench                                  # paper sizes on the CPU (< ~8 min on 2 cores)
+    python -m inpaint.bench --device cuda --out docs/bench_gpu.md
+    python -m inpaint.bench --shrunk --repeats 1             # tiny networks and sizes: a smoke run
+    python -m inpaint.bench --levers --skip train,peer,queue --generators dense_unet   # inference levers
+    python -m inpaint.bench --checkpoint runs/.../best.ckpt  # tile-vs-exact difference of a trained net
+
+Training: forward + backward + Adam step on random 32³ patches (batch 12; fp32 on the CPU, bf16
+autocast on CUDA), with and without the perceptual term (the committed VGG19 weights). FLOPs are
+counted with ``torch.utils.flop_counter.FlopCounterMode`` over one whole step (2 x multiply-adds).
+Inference: ``InpaintingModule.predict_volume`` on a real ds002748 volume (or a phantom of its size),
+interval 5, BatchRenorm statistics calibrated on the volume's patches; the MONAI peer
+(``sliding_window_inference``, same patch function, overlap 8/32 = 0.25) as a ratio. Queue: the real
+``InpaintDataModule.train_dataloader``. Optional packages (monai, psutil, omegaconf) load lazily.
+On the CPU, heavy measurements stop after ``--budget`` seconds (the "timed steps" column says how
+many ran); machines shared with other jobs inflate wall seconds, so the process CPU seconds and
+the load average are printed as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from inpaint.bench_support import (
+    PeakMemory,
+    bench_peer,
+    bench_queue,
+    calibrate,
+    device_name,
+    load_case,
+    matmul_flops,
+    phantom,
+    psnr_in_brain,
+    sync,
+    timed,
+)
+
+__all__ = ["PeakMemory", "calibrate", "load_case", "main", "phantom", "psnr_in_brain", "sync", "timed"]
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_VOLUME = REPO.parent / "shared" / "data" / "ds002748" / "sub-02_T1w.nii.gz"
+H100_BF16_DENSE = 989e12  # H100 SXM dense bf16 spec, FLOP/s
+MATMUL_REACHABLE = 798e12  # what a large bf16 matmul reaches on an H100 (measured again on cuda)
+SHRUNK = {"dense_unet": {"features": 4, "layers_per_block": 2}, "unet3d": {"features": (4, 8, 16, 32, 64)}}
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    return torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def bench_training(name: str, kwargs: dict, perceptual: bool, args: argparse.Namespace) -> dict[str, Any]:
+    """One generator's training step: patches/s, FLOPs per step, peak memory."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from inpaint.perceptual import load_vgg19, perceptual_distance
+    from models import GENERATORS
+
+    device, p = args.device, args.patch
+    torch.manual_seed(0)
+    net = GENERATORS.build(name, **kwargs).to(device).train()
+    if args.channels_last:
+        net.to(memory_format=torch.channels_last_3d)
+    vgg = load_vgg19().to(device) if perceptual else None
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-4)
+    x = torch.rand(args.batch, 1, p, p, p, device=device) * 2 - 1
+    target = (x + 0.1 * torch.randn_like(x)).clamp(-1, 1)
+
+    def step() -> None:
+        with autocast(device):
+            pred = net(x).float()
+            loss = F.l1_loss(pred, target)
+            if vgg is not None:
+                loss = loss + 1e-6 * perceptual_distance(vgg, pred, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    with PeakMemory(device) as memory:
+        with FlopCounterMode(display=False) as counter:
+            step()  # warm-up, counted
+        for _ in range(args.warmup - 1):
+            step()
+        times = timed(step, device, args.repeats, args.budget)
+    seconds = statistics.median(times)
+    return {"seconds": seconds, "rate": args.batch / seconds, "flops": counter.get_total_flops(), "n": len(times),
+            "memory": str(memory)}
+
+
+def lever_functions(module: Any, tile: int) -> list[tuple[str, dict[str, Any]]]:
+    """Whole-volume inference levers of the DenseUNet, each added to the previous ones: (label, settings)."""
+    import copy
+
+    from models.fuse import fold_norms
+
+    gen = module.generator
+    channels_last = copy.deepcopy(gen).to(memory_format=torch.channels_last_3d)
+    folded = fold_norms(gen).to(memory_format=torch.channels_last_3d)
+    return [("eager, channels-first (before)", {"fuse": False, "heap": False}),
+            ("+ channels-last 3D", {"fn": lambda v, k: module.run_generator(channels_last, v, k), "heap": False}),
+            ("+ norms folded into convs, in-place ELU",
+             {"fn": lambda v, k: module.run_generator(folded, v, k), "heap": False}),
+            ("+ dense blocks without re-concatenation", {"heap": False}),
+            ("+ heap allocations (= default)", {}),
+            (f"+ tile {tile}", {"tile": tile}),
+            (f"+ tile {tile}, bf16 autocast", {"tile": tile, "bf16": True})]
+
+
+def bench_inference(name: str, kwargs: dict, case: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Whole-volume ``predict_volume`` seconds for each mode, with the difference from the exact paper grid."""
+    from inpaint.inference import infer_volume, plan
+    from inpaint.system import InpaintingModule
+
+    device = args.device
+    if args.checkpoint and name == "dense_unet":
+        module = InpaintingModule.load_from_checkpoint(args.checkpoint, map_location=device)
+        name = f"{module.hparams.generator['name']} (checkpoint)"
+    else:
+        module = InpaintingModule({"name": name, **kwargs}).to(device)
+        if module.trainable:
+            calibrate(module.generator, case, args.patch)
+    module.eval()
+    x, known, mask = (case[k][None, None] for k in ("input", "known", "mask"))
+    modes: list[tuple[str, dict[str, Any]]] = [("exact paper grid (fuse)", {})]
+    if args.tile and module.trainable:
+        modes.append((f"tile {args.tile}", {"tile": args.tile}))
+    if device.type == "cuda" and module.trainable:
+        modes += [(label + ", bf16", {**o, "bf16": True}) for label, o in modes]
+    if args.levers and module.generator.__class__.__name__ == "DenseUNet":
+        modes = lever_functions(module, args.tile or 128)
+    rows, reference = [], None
+    for label, settings in modes:
+        settings = dict(settings)
+        fn = settings.pop("fn", None)
+        multiple = getattr(module.generator, "size_multiple", 16)
+        windows = int(plan(mask, args.patch, 8, settings.get("tile"), multiple)[4].sum())
+
+        def run(fn: Any = fn, settings: dict = settings) -> torch.Tensor:
+            if fn is None:
+                return module.predict_volume(x, known, mask, **settings)
+            return infer_volume(fn, x, known, mask, device=device, **settings)
+
+        with PeakMemory(device) as memory:
+            for _ in range(args.warmup - 1 if device.type == "cuda" else 0):
+                run()
+            outputs: list[torch.Tensor] = []
+            cpu = time.process_time()
+            times = timed(lambda outputs=outputs: outputs.append(run()), device, args.volume_repeats, 0.0)
+            cpu = (time.process_time() - cpu) / len(times)
+        out = outputs[-1][0]
+        reference = out if reference is None else reference
+        rows.append({"generator": name, "mode": label, "seconds": statistics.median(times), "cpu": cpu, "windows": windows,
+                     "psnr": psnr_in_brain(out, reference, case["mask"]) if out is not reference else None,
+                     "psnr_target": psnr_in_brain(out, case["target"], case["mask"]),
+                     "maxdiff": float((out - reference).abs()[case["mask"] > 0].max()), "memory": str(memory)})
+    return rows
+
+
+def python_command() -> str:
+    """The interpreter as typed in the repo (``.venv/bin/python``), else ``python``."""
+    exe = Path(sys.executable)
+    return str(exe.relative_to(Path.cwd())) if exe.is_relative_to(Path.cwd()) else "python"
+
+
+def render(args: argparse.Namespace, train: list[dict], infer: list[dict], peer: Any, queue: Any,
+           matmul: float | None, argv: list[str]) -> str:
+    """The Markdown report: header, then one table per part."""
+    cuda = args.device.type == "cuda"
+    precision = "bf16 autocast" if cuda else "fp32"
+    lines = ["# inpaint bench", "",
+             f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+             f"- device: {device_name(args.device)}",
+             f"- torch {torch.__version__}, Python {platform.python_version()}",
+             f"- command: `{python_command()} -m inpaint.bench {' '.join(argv)}`",
+             f"- load average at the end (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())}",
+             f"- sizes: {'shrunk' if args.shrunk else 'paper'} (batch {args.batch}, patch {args.patch}³, {precision})"]
+    if matmul:
+        lines.append(f"- large bf16 matmul (8192³): {matmul / 1e12:.0f} TFLOP/s measured")
+    lines += ["", f"## Training step (forward + backward + Adam, batch {args.batch}, {precision})", ""]
+    flop_head = "TFLOP/s | % of 989 TFLOP/s | % of matmul" if cuda else "GFLOP/s"
+    lines += [f"| generator | perceptual | patches/s | s/step | GFLOP/step | {flop_head} | peak memory | timed steps |",
+              "|---|---|---|---|---|---|---|---|" + ("--|--|" if cuda else "")]
+    for r in train:
+        if "rate" not in r:
+            lines.append(f"| {r['generator']} | {r['perceptual']} | {r['note']} |")
+            continue
+        achieved = r["flops"] / r["seconds"]
+        rate = (f"{achieved / 1e12:.1f} | {100 * achieved / H100_BF16_DENSE:.1f} % | "
+                f"{100 * achieved / (matmul or MATMUL_REACHABLE):.1f} %") if cuda else f"{achieved / 1e9:.1f}"
+        lines.append(f"| {r['generator']} | {r['perceptual']} | {r['rate']:.2f} | {r['seconds']:.3f} | "
+                     f"{r['flops'] / 1e9:.0f} | {rate} | {r['memory']} | {r['n']} |")
+    if infer:
+        shape = "x".join(str(n) for n in args.case["input"].shape)
+        lines += ["", f"## Whole-volume inference ({args.case['name']} {shape}, interval 5, patch 32, overlap 8, "
+                  "average; BatchRenorm statistics calibrated on the volume)", "",
+                  "| generator | mode | seconds | process CPU s | windows run | PSNR vs exact (dB, brain) | max abs diff | "
+                  "PSNR vs original (dB, brain) | peak memory |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in infer:
+            psnr = "—" if r["psnr"] is None else f"{r['psnr']:.1f}"
+            lines.append(f"| {r['generator']} | {r['mode']} | {r['seconds']:.1f} | {r['cpu']:.0f} | {r['windows']} | {psnr} | "
+                         f"{r['maxdiff']:.2g} | {r['psnr_target']:.1f} | {r['memory']} |")
+    lines += ["", "## MONAI peer (sliding_window_inference, same fused DenseUNet, overlap 0.25)", ""]
+    if isinstance(peer, dict):
+        lines += ["| region | infer_volume s | MONAI s | MONAI / infer_volume | max abs diff (brain) |", "|---|---|---|---|---|",
+                  f"| {peer['region']} | {peer['ours']:.2f} | {peer['monai']:.2f} | {peer['monai'] / peer['ours']:.2f} | "
+                  f"{peer['maxdiff']:.2g} |"]
+    else:
+        lines.append(f"{peer}")
+    lines += ["", f"## Data queue (InpaintDataModule.train_dataloader, batches of {args.batch})", ""]
+    if isinstance(queue, dict):
+        trained = [r for r in train if r.get("rate") and r["generator"] == "dense_unet" and r["perceptual"] == "yes"]
+        ratio = f"{queue['rate'] / trained[0]['rate']:.1f}" if trained else "—"
+        lines += ["| source | queue workers | setup s | first batch s | patches | patches/s | queue / dense_unet step rate |",
+                  "|---|---|---|---|---|---|---|",
+                  f"| {queue['source']} | {queue['workers']} | {queue['setup']:.1f} | {queue['first']:.1f} | "
+                  f"{queue['patches']} | {queue['rate']:.1f} | {ratio} |"]
+    else:
+        lines.append(f"{queue}")
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m inpaint.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--generators", default="dense_unet,unet3d,linear", help="training rows (comma-separated)")
+    parser.add_argument("--infer-generators", default=None,
+                        help="whole-volume rows (default: dense_unet,linear on the CPU, --generators on cuda)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--paper", dest="shrunk", action="store_false", help="the paper's sizes (default)")
+    size.add_argument("--shrunk", action="store_true", help="tiny networks, batch 2, a small volume: a smoke run")
+    parser.set_defaults(shrunk=False)
+    parser.add_argument("--volume", type=Path, default=None,
+                        help=f"a NIfTI volume (default {DEFAULT_VOLUME.name} if present, else a 170x200x140 phantom)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed training steps (default 2 CPU, 20 cuda)")
+    parser.add_argument("--budget", type=float, default=None, help="stop timing a step after this many s (default 20 CPU)")
+    parser.add_argument("--volume-repeats", type=int, default=None, help="timed whole-volume runs (default 1 CPU, 3 cuda)")
+    parser.add_argument("--tile", type=int, default=128, help="tile mode window (0: skip the tile row)")
+    parser.add_argument("--levers", action="store_true", help="whole-volume DenseUNet once per speed lever (slow)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a trained InpaintingModule checkpoint for the dense_unet inference rows (else calibrated random)")
+    parser.add_argument("--peer-crop", type=int, default=None, help="MONAI peer on a centred cube (default 80 CPU, 0=all)")
+    parser.add_argument("--queue-root", default=None, help="data folder for the queue (default: the volume's folder)")
+    parser.add_argument("--queue-batches", type=int, default=None, help="batches timed from the queue (default 40 CPU, 100 cuda)")
+    parser.add_argument("--channels-last", action="store_true", help="train with channels-last 3D weights")
+    parser.add_argument("--skip", default="", help="parts to skip: train,infer,peer,queue (comma-separated)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here (atomically)")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device visible")
+    cuda = args.device == "cuda"
+    args.device = torch.device(args.device)
+    args.batch, args.patch = (2, 32) if args.shrunk else (12, 32)
+    args.warmup = 3 if cuda else 1
+    args.repeats = args.repeats or (20 if cuda else 2)
+    args.budget = args.budget if args.budget is not None else (1e9 if cuda else 20.0)
+    args.volume_repeats = args.volume_repeats or (3 if cuda else 1)
+    args.peer_crop = args.peer_crop if args.peer_crop is not None else (48 if args.shrunk else 0 if cuda else 80)
+    args.queue_batches = args.queue_batches or (4 if args.shrunk else 100 if cuda else 40)
+    args.kwargs = {g: dict(SHRUNK.get(g, {})) if args.shrunk else {} for g in ("dense_unet", "unet3d", "linear")}
+    args.generators = [g for g in args.generators.split(",") if g]
+    args.infer_generators = [g for g in (args.infer_generators or ",".join(
+        args.generators if cuda else [g for g in args.generators if g != "unet3d"])).split(",") if g]
+    args.skip = set(filter(None, args.skip.split(",")))
+    if args.volume is None and DEFAULT_VOLUME.is_file():
+        args.volume = DEFAULT_VOLUME
+    if args.volume is not None and not args.volume.is_file():
+        parser.error(f"--volume {args.volume}: no such file")
+    if args.queue_root is None and args.volume is not None:
+        args.queue_root = str(args.volume.parent)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse(argv)
+    from models import GENERATORS
+
+    if args.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    matmul = matmul_flops(args.device) if args.device.type == "cuda" else None
+    train: list[dict[str, Any]] = []
+    for name in args.generators if "train" not in args.skip else []:
+        trainable = any(True for _ in GENERATORS.build(name, **args.kwargs[name]).parameters())
+        for perceptual in (False, True):
+            row = {"generator": name, "perceptual": "yes" if perceptual else "no"}
+            if not trainable:
+                train.append({**row, "note": "not trained (no parameters)"})
+                break
+            train.append({**row, **bench_training(name, args.kwargs[name], perceptual, args)})
+            print(f"trained {name} perceptual={perceptual}: {train[-1]['rate']:.2f} patches/s", file=sys.stderr)
+    args.case = load_case(args.volume, (48, 56, 40) if args.shrunk else (170, 200, 140))
+    infer = [] if "infer" in args.skip else [r for g in args.infer_generators for r in bench_inference(
+        g, args.kwargs[g], args.case, args)]
+    peer = "skipped" if "peer" in args.skip else bench_peer(args.case, args)
+    queue = "skipped" if "queue" in args.skip else bench_queue(args)
+    report = render(args, train, infer, peer, queue, matmul, argv)
+    print(report)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(f".{args.out.name}.tmp")
+        tmp.write_text(report)
+        tmp.replace(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The PROTOCOL.md degradation and the classical fills (linear, cubic) on one whole volume, in file voxel order.
+
+Shared by ``inpaint.evaluate`` and ``inpaint.predict``: a reference volume is reduced to its acquired
+slices (``k % interval == offset`` along the S/I voxel axis, counted in the file's own order) and the
+rest is filled back. ``linear`` is the null model and also the network's input; ``cubic`` is the
+not-a-knot interpolating spline. Both copy the nearest acquired slice beyond the first/last one and
+return the acquired slices exactly.
+
+Example:
+    >>> import numpy as np, torch
+    >>> ref = torch.arange(12.0).view(1, 1, 12).expand(4, 4, 12)
+    >>> sparse = degrade(ref, np.eye(4), interval=5)
+    >>> sparse.kept.tolist(), classical_fill(sparse, "linear")[0, 0].tolist()[:6]
+    ([0, 5, 10], [0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from inpaint.data.degrade import known_volume
+from inpaint.data.io import InputError
+from inpaint.interpolate import METHODS, fill_missing, kept_indices, slice_axis
+
+CLASSICAL = METHODS  # ("linear", "cubic")
+
+
+@dataclass
+class Degraded:
+    """One volume reduced to its acquired slices, on the original grid.
+
+    Attributes:
+        input: ``(X, Y, Z)`` float32, acquired slices exact, the rest linearly interpolated (the network input).
+        known: ``(X, Y, Z)`` bool, True on the acquired slices.
+        axis: the slice (S/I) axis of the file's voxel array.
+        kept: ``(K,)`` indices of the acquired slices along ``axis``.
+        interval: keep every ``interval``-th slice.
+        offset: first kept index.
+    """
+
+    input: torch.Tensor
+    known: torch.Tensor
+    axis: int
+    kept: torch.Tensor
+    interval: int
+    offset: int
+
+
+def find_slice_axis(affine: np.ndarray, source: str) -> int:
+    """:func:`inpaint.interpolate.slice_axis` with an :class:`InputError` naming ``source``."""
+    try:
+        return slice_axis(affine, source)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def degrade(reference: torch.Tensor, affine: np.ndarray, interval: int = 5, offset: int = 0,
+            source: str = "volume") -> Degraded:
+    """Keep the acquired slices of ``reference`` (PROTOCOL.md) and linearly fill the others.
+
+    Args:
+        reference: ``(X, Y, Z)`` volume in file voxel order (any dtype; float32 is returned).
+        affine: ``(4, 4)`` voxel-to-world affine; it decides the slice axis.
+        interval: keep every ``interval``-th axial slice.
+        offset: keep indices ``k % interval == offset`` (0-based, file order).
+        source: file name for error messages.
+
+    Returns:
+        The :class:`Degraded` volume.
+
+    Raises:
+        InputError: no S/I axis (or oblique), or fewer than 2 acquired slices.
+    """
+    axis = find_slice_axis(affine, source)
+    try:
+        kept = kept_indices(reference.shape[axis], interval, offset)
+    except ValueError as error:
+        raise InputError(f"{source}: {error}") from None
+    filled = fill_missing(reference.float(), axis, kept, "linear")
+    known = known_volume(tuple(reference.shape), axis, kept).bool()
+    return Degraded(filled, known, axis, kept, interval, offset)
+
+
+def classical_fill(degraded: Degraded, method: str, source: str = "volume") -> torch.Tensor:
+    """Fill the missing slices of ``degraded`` from its acquired slices only.
+
+    Args:
+        degraded: from :func:`degrade`.
+        method: ``"linear"`` or ``"cubic"``.
+        source: file name for error messages.
+
+    Returns:
+        ``(X, Y, Z)`` float32 volume, acquired slices exact.
+
+    Raises:
+        InputError: an unknown method, or cubic with fewer than 4 acquired slices.
+    """
+    if method not in CLASSICAL:
+        raise InputError(f"unknown classical method {method!r}; choose one of {', '.join(CLASSICAL)}")
+    if method == "linear":
+        return degraded.input.clone()
+    try:
+        return fill_missing(degraded.input, degraded.axis, degraded.kept, method)
+    except ValueError as error:
+        raise InputError(f"{source}: {error}") from None
+
+
+def brain_mask(reference: torch.Tensor, mask: torch.Tensor | None = None, source: str = "volume") -> torch.Tensor:
+    """PROTOCOL.md's brain mask: ``mask > 0`` if a mask is given, else ``reference > 0``; (X, Y, Z) bool.
+
+    Raises:
+        InputError: mask on another grid, or an empty mask.
+    """
+    if mask is not None and mask.shape != reference.shape:
+        raise InputError(f"{source}: mask shape {tuple(mask.shape)} != image shape {tuple(reference.shape)}; "
+                         "give the mask on the image's grid")
+    brain = (mask if mask is not None else reference) > 0
+    if not brain.any():
+        raise InputError(f"{source}: the brain mask is empty; give a mask file or a skull-stripped image with brain > 0")
+    return brain

@@ -1,0 +1,287 @@
+"""Score classical fills, trained generators and saved predictions on full reference volumes (PROTOCOL.md).
+
+    python -m inpaint.evaluate --data ../shared/data/ds002748 --methods linear,cubic \\
+        --checkpoint dense_unet=runs/dense_unet/<run>/checkpoints/best.ckpt --out results/eval
+
+Every reference volume is degraded per PROTOCOL.md (every ``--interval``-th axial slice, counted in
+the file's voxel order from ``--offset``), each method fills it back, and the masked metrics are
+appended to ``OUT/metrics.csv`` one row per (subject, method) as soon as they exist. ``OUT/summary.md``
+holds mean ± std, the paired PSNR gain over linear and Wilcoxon tests; ``OUT/figures/`` the box
+plots and a slice panel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from inpaint.classical import CLASSICAL, brain_mask, degrade
+from inpaint.data.io import InputError, is_volume_file, read_volume, volume_stem
+from inpaint.data.subjects import VolumeFile, find_volumes, read_split_file
+from inpaint.figures import box_plots, slice_panel, summary_markdown
+from inpaint.metrics import volume_metrics
+from inpaint.predict import fill, load_module, spacing_slice_last
+from inpaint.segment import COLUMNS as SEGMENT_COLUMNS
+from inpaint.segment import TissueScorer, require_ants
+
+log = logging.getLogger("inpaint")
+COLUMNS = ["subject", "method", "psnr", "ssim", "hfen", "psnr_missing", "seconds"]
+SETTINGS = ("interval", "offset", "overlap", "aggregation", "segment", "data_consistency")
+
+
+class SubjectError(InputError):
+    """A failure while evaluating one subject: earlier rows are safe in metrics.csv."""
+
+
+def named(values: list[str], flag: str) -> dict[str, str]:
+    """``["NAME=VALUE", ...]`` -> ``{NAME: VALUE}`` with one-line errors."""
+    out = {}
+    for value in values:
+        name, sep, target = value.partition("=")
+        if not sep or not name or not target or "," in name:
+            raise InputError(f"{flag} {value!r}: expected NAME=PATH, e.g. {flag} dense_unet=runs/x/best.ckpt")
+        if name in out:
+            raise InputError(f"{flag}: the name {name!r} is given twice; give each method its own name")
+        out[name] = target
+    return out
+
+
+def select_volumes(args: argparse.Namespace) -> list[VolumeFile]:
+    volumes = find_volumes(args.data)
+    if args.subjects:
+        wanted = [s.strip() for s in args.subjects.split(",") if s.strip()]
+    elif args.split:
+        assignment = read_split_file(args.split)
+        wanted = [s for s, split in assignment.items() if split == args.split_name]
+        if not wanted:
+            raise InputError(f"{args.split}: no subject in split {args.split_name!r}; pick another --split-name")
+    else:
+        return volumes
+    by_name = {v.name: v for v in volumes}
+    unknown = [s for s in wanted if s not in by_name]
+    if unknown:
+        raise InputError(f"--subjects/--split: {unknown[0]!r} has no volume in {args.data}; known: "
+                         f"{', '.join(list(by_name)[:8])}{', ...' if len(by_name) > 8 else ''}")
+    return [by_name[s] for s in wanted]
+
+
+def prediction_index(folder: str, name: str) -> dict[str, Path]:
+    """Files of a ``--prediction`` folder by stem."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"--prediction {name}={folder}: no such folder; give the folder of predicted volumes")
+    return {volume_stem(p): p for p in sorted(root.rglob("*")) if is_volume_file(p)}
+
+
+def build_methods(args: argparse.Namespace) -> dict[str, Any]:
+    """Method name -> a classical name (str), a loaded module, or a {stem: path} dict of saved predictions."""
+    classical = ["linear"] + [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "linear"]
+    bad = [m for m in classical if m not in CLASSICAL]
+    if bad:
+        raise InputError(f"--methods: unknown method {bad[0]!r}; choose from {', '.join(CLASSICAL)}")
+    methods: dict[str, Any] = {m: m for m in classical}
+    for flag, specs in (("--checkpoint", named(args.checkpoint, "--checkpoint")),
+                        ("--prediction", named(args.prediction, "--prediction"))):
+        for name, target in specs.items():
+            if name in methods:
+                raise InputError(f"{flag} {name}=...: the name {name!r} is already used; choose another")
+            methods[name] = load_module(target, args.device) if flag == "--checkpoint" else prediction_index(target, name)
+    return methods
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """metrics.csv -> rows with float metrics."""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key in row:
+            if key not in ("subject", "method"):
+                row[key] = float(row[key]) if row[key] not in ("", None) else float("nan")
+    return rows
+
+
+def prepare_outdir(args: argparse.Namespace, settings: dict[str, Any], columns: list[str]) -> set[tuple[str, str]]:
+    """Create OUT; refuse an existing metrics.csv unless --overwrite or --resume; return rows already done."""
+    out, metrics = Path(args.out), Path(args.out) / "metrics.csv"
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "settings.json"
+    if metrics.exists() and args.resume:
+        if saved.exists():
+            old = json.loads(saved.read_text())
+            changed = [k for k in SETTINGS if old.get(k) != settings[k]]
+            if changed:
+                raise InputError(f"{saved}: --resume with {changed[0]}={settings[changed[0]]} but the earlier run used "
+                                 f"{old.get(changed[0])}; use the same settings or --overwrite")
+        header = metrics.read_text().splitlines()[:1]
+        if header != [",".join(columns)]:
+            raise InputError(f"{metrics}: columns differ from this run's (--segment?); use --overwrite or another --out")
+        return {(r["subject"], r["method"]) for r in read_rows(metrics)}
+    if metrics.exists() and not args.overwrite:
+        raise InputError(f"{metrics} exists; pass --resume to continue it or --overwrite to start afresh")
+    metrics.write_text(",".join(columns) + "\n")
+    saved.write_text(json.dumps(settings, indent=2))
+    return set()
+
+
+def saved_prediction(index: dict[str, Path], volume: VolumeFile, shape: tuple[int, ...]) -> torch.Tensor:
+    stem = volume_stem(volume.image)
+    data, _ = read_volume(index[stem])
+    if tuple(data.shape[1:]) != shape:
+        raise InputError(f"{index[stem]}: shape {tuple(data.shape[1:])} != reference {shape}; predict on the reference grid "
+                         "(python -m inpaint.predict --simulate)")
+    return data[0]
+
+
+def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], args: argparse.Namespace,
+                     done: set[tuple[str, str]], writer: Any, handle: Any, bar: Any, keep: bool,
+                     scorer: Any = None) -> dict[str, Any] | None:
+    """Fill and score one subject with every method not yet done; returns its volumes when ``keep``."""
+    source = str(volume.image)
+    data, affine = read_volume(volume.image)
+    reference = data[0]
+    mask = brain_mask(reference, read_volume(volume.mask)[0][0] if volume.mask else None, source)
+    degraded = degrade(reference, affine, args.interval, args.offset, source)
+    network_mask = mask if volume.mask else degraded.input > 0  # never peek at the missing reference slices
+    settings = {"overlap": args.overlap, "aggregation": args.aggregation,
+                "data_consistency": not args.no_data_consistency, "spacing": spacing_slice_last(affine, degraded.axis)}
+    if scorer is not None and any((volume.name, m) not in done for m in methods):
+        scorer.start(volume.name, reference, mask, tuple(np.linalg.norm(affine[:3, :3], axis=0)))
+    kept: dict[str, Any] = {"reference": reference, "mask": mask, "known": degraded.known, "affine": affine,
+                            "subject": volume.name, "predictions": {}}
+    for name, method in methods.items():
+        if (volume.name, name) in done and not keep:
+            continue
+        start = time.perf_counter()
+        if isinstance(method, dict):
+            filled, seconds = saved_prediction(method, volume, tuple(reference.shape)), float("nan")
+        else:
+            filled = fill(method, degraded, network_mask, source, **settings)
+            seconds = time.perf_counter() - start
+        if keep:
+            kept["predictions"][name] = filled
+        if (volume.name, name) not in done:
+            row = {"subject": volume.name, "method": name, **volume_metrics(filled, reference, mask, degraded.known),
+                   "seconds": seconds, **(scorer.score(filled) if scorer is not None else {})}
+            writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
+            handle.flush()
+            bar.update()
+    return kept if keep else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m inpaint.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Errors are one line with exit code 2; a failing subject is named and the "
+                                            "rows before it stay in metrics.csv (continue with --resume).")
+    parser.add_argument("--data", required=True, metavar="DIR", help="folder of reference volumes (recursive; masks matched by name)")
+    parser.add_argument("--methods", default="linear,cubic",
+                        help="classical methods, comma-separated; linear is always included, as the baseline (default: linear,cubic)")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                        help="a trained generator (.ckpt from inpaint.fit, or 'pretrained'); repeatable")
+    parser.add_argument("--prediction", action="append", default=[], metavar="NAME=DIR",
+                        help="volumes predicted elsewhere, matched to references by file name; repeatable")
+    parser.add_argument("--interval", type=int, default=5, metavar="N", help="keep every N-th axial slice (default: 5)")
+    parser.add_argument("--offset", type=int, default=0, metavar="K",
+                        help="kept slices: k %% interval == K, 0-based in the file's voxel order (default: 0)")
+    parser.add_argument("--overlap", type=int, default=8, metavar="VOXELS", help="network patch overlap, even (default: 8)")
+    parser.add_argument("--aggregation", choices=("average", "hann"), default="average", help="how network patch overlaps are merged (default: average, as the paper)")
+    parser.add_argument("--no-data-consistency", action="store_true", help="do not copy acquired slices into network output")
+    parser.add_argument("--subjects", metavar="IDS", help="comma-separated subject ids, e.g. sub-02,sub-03 (default: all)")
+    parser.add_argument("--split", metavar="FILE.tsv",
+                        help="TSV with columns subject, split: evaluate the subjects of --split-name")
+    parser.add_argument("--split-name", default="test", choices=("train", "val", "test"), help="which split of --split (default: test)")
+    parser.add_argument("--panel-subject", metavar="ID", help="subject of the slice panel figure (default: the first)")
+    parser.add_argument("--out", required=True, metavar="OUTDIR", help="output folder: metrics.csv, summary.md, figures/")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--overwrite", action="store_true", help="start afresh in an OUT that has a metrics.csv")
+    again.add_argument("--resume", action="store_true", help="skip (subject, method) rows already in OUT/metrics.csv")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where networks run (default: cuda if available)")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    parser.add_argument("--segment", action="store_true",
+                        help="also GM/WM/CSF Dice and volumes with ANTsPy Atropos (pip install -e .[segment]; slow)")
+    return parser
+
+
+def run(args: argparse.Namespace, command: str) -> Path:
+    """Evaluate everything; returns OUT. Raises InputError naming the subject on failure."""
+    if args.subjects and args.split:
+        raise InputError("give --subjects or --split, not both")
+    volumes = select_volumes(args)
+    methods = build_methods(args)
+    for name, index in ((n, m) for n, m in methods.items() if isinstance(m, dict)):
+        missing = [v for v in volumes if volume_stem(v.image) not in index]
+        if missing:
+            raise InputError(f"--prediction {name}: no file named {volume_stem(missing[0].image)}.nii(.gz) for "
+                             f"{missing[0].name} ({len(missing)} missing); name predictions as their reference files")
+    settings = {k: getattr(args, k) for k in SETTINGS[:5]} | {"data_consistency": not args.no_data_consistency}
+    if args.segment:
+        require_ants()  # fail before any work
+    columns = COLUMNS + (SEGMENT_COLUMNS if args.segment else [])
+    done = prepare_outdir(args, settings, columns)
+    scorer = TissueScorer(Path(args.out), fresh=not args.resume) if args.segment else None
+    panel = args.panel_subject or volumes[0].name
+    if args.panel_subject and panel not in {v.name for v in volumes}:
+        raise InputError(f"--panel-subject {panel!r} is not among the evaluated subjects")
+    out = Path(args.out)
+    todo = sum((v.name, m) not in done for v in volumes for m in methods)
+    panel_data = None
+    with (out / "metrics.csv").open("a", newline="") as handle, tqdm(total=todo, unit="row", desc="evaluate") as bar:
+        writer = csv.DictWriter(handle, columns)
+        for volume in volumes:
+            keep = volume.name == panel and not args.no_figures
+            if not keep and all((volume.name, m) in done for m in methods):
+                continue
+            bar.set_postfix_str(volume.name)
+            try:
+                result = evaluate_subject(volume, methods, args, done, writer, handle, bar, keep, scorer)
+            except (InputError, ValueError, RuntimeError) as error:
+                raise SubjectError(f"{volume.name} ({volume.image}): {error}") from None
+            panel_data = result or panel_data
+    rows = read_rows(out / "metrics.csv")
+    record = json.loads((out / "settings.json").read_text()) if (out / "settings.json").exists() else {}
+    record["commands"] = [*record.get("commands", []), command]  # a resumed run lists every invocation
+    (out / "settings.json").write_text(json.dumps(record, indent=2))
+    info = {"commands": record["commands"], "data": str(args.data), "subjects": len({r["subject"] for r in rows}), **settings,
+            "checkpoints": {n: m.checkpoint_path for n, m in methods.items() if hasattr(m, "checkpoint_path")},
+            "predictions": dict(named(args.prediction, "--prediction")), "device": args.device}
+    segments = scorer.reference_rows() if scorer is not None else None
+    (out / "summary.md").write_text(summary_markdown(rows, list(methods), info, segments))
+    if not args.no_figures:
+        figures = out / "figures"
+        box_plots(rows, list(methods), figures, f"; interval {args.interval}, offset {args.offset}")
+        if panel_data is not None:
+            slice_panel(panel_data, rows, figures / f"panel_{panel}.png", args.interval, args.offset)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        out = run(args, "python -m inpaint.evaluate " + shlex.join(argv))
+    except (InputError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        if isinstance(error, SubjectError):
+            print(f"       rows computed so far are in {Path(args.out) / 'metrics.csv'}; fix the cause and rerun with "
+                  "--resume", file=sys.stderr)
+        return 2
+    print(f"wrote {out / 'metrics.csv'}, {out / 'summary.md'}" + ("" if args.no_figures else f", {out / 'figures'}/"))
+    print((out / "summary.md").read_text().split("\n## ")[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""A smoke run of the speed bench at tiny sizes: it runs and prints every table (no timing assertions)."""
+
+from __future__ import annotations
+
+from inpaint import bench
+from tests.conftest import phantom, write_nifti
+
+
+def test_shrunk_bench_prints_the_tables(tmp_path, capsys):
+    for i in range(3):
+        write_nifti(tmp_path / "data" / f"sub-{i:02d}_T1w.nii.gz", phantom((40, 44, 36), seed=i))
+    out = tmp_path / "bench.md"
+    argv = ["--shrunk", "--repeats", "1", "--volume", str(tmp_path / "data" / "sub-00_T1w.nii.gz"), "--out", str(out)]
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip() == out.read_text().strip()
+    for text in ("- device: CPU", "- torch ", "- command: `python -m inpaint.bench --shrunk",
+                 "| generator | perceptual | patches/s | s/step | GFLOP/step | GFLOP/s | peak memory | timed steps |",
+                 "| dense_unet | yes |", "| unet3d | no |", "| linear | no | not trained (no parameters) |",
+                 "| generator | mode | seconds | process CPU s | windows run | PSNR vs exact (dB, brain) |",
+                 "| dense_unet | exact paper grid (fuse) |", "| dense_unet | tile 128 |", "## MONAI peer",
+                 "| source | queue workers | setup s | first batch s | patches | patches/s | queue / dense_unet step rate |"):
+        assert text in printed, text
+    assert not list(tmp_path.glob(".bench.md.tmp"))  # written atomically
+
+
+def test_bench_volume_and_phantom_cases():
+    case = bench.load_case(None, (40, 48, 36))
+    assert case["input"].shape == case["known"].shape == case["mask"].shape == (40, 48, 36)
+    assert case["known"][..., ::5].all() and not case["known"][..., 1::5].any()
+    assert torch_close(case["input"][case["known"] > 0], case["target"][case["known"] > 0])
+
+
+def torch_close(a, b) -> bool:
+    return bool((a - b).abs().max() < 1e-5)

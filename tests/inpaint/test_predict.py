@@ -1,0 +1,231 @@
+"""python -m inpaint.predict: sparse -> dense geometry, classical and network fills, folder mode, bad inputs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from inpaint.config import load
+from inpaint.interpolate import fill_missing, kept_indices
+from inpaint.predict import main
+from tests.conftest import phantom, quick_overrides, write_nifti
+
+LAS = np.array([[-0.9, 0, 0, 80.0], [0, 0.9, 0, -100.0], [0, 0, 1.0, -60.0], [0, 0, 0, 1]])
+_CHECKPOINTS: dict[str, Path] = {}
+
+
+def tiny_checkpoint_path(root: Path, factory: pytest.TempPathFactory) -> Path:
+    """One DenseUNet checkpoint per test session (a single debug training step on the tiny folder)."""
+    if "tiny" not in _CHECKPOINTS:
+        from inpaint.fit import fit
+
+        overrides = [*quick_overrides(root, factory.mktemp("fit")), "trainer.limit_train_batches=1",
+                     "data.batch_size=1", "data.samples_per_volume=1", "data.queue_length=1"]
+        _CHECKPOINTS["tiny"] = Path(fit(load("debug", overrides))["best_checkpoint"])
+    return _CHECKPOINTS["tiny"]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_root, tmp_path_factory) -> Path:
+    return tiny_checkpoint_path(tiny_root, tmp_path_factory)
+
+
+def make_sparse(path: Path, volume: np.ndarray, affine: np.ndarray, axis: int, interval: int = 5) -> Path:
+    """Keep every ``interval``-th slice along ``axis`` and scale that affine column: a real sparse acquisition."""
+    sparse_affine = affine.copy()
+    sparse_affine[:3, axis] *= interval
+    return write_nifti(path, np.take(volume, np.arange(0, volume.shape[axis], interval), axis=axis), sparse_affine)
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("method", ["linear", "cubic"])
+@pytest.mark.parametrize("axis", [2, 0])
+def test_sparse_file_gives_the_protocol_fill_on_the_original_grid(tmp_path, capsys, method, axis):
+    volume = phantom()
+    affine = LAS if axis == 2 else LAS[:, [2, 1, 0, 3]]  # axis 0 is S/I in the second case
+    sparse = make_sparse(tmp_path / "sparse.nii.gz", volume, affine, axis)
+    code, out, _ = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", method)
+    assert code == 0 and "wrote" in out
+    image = nib.load(tmp_path / "dense.nii.gz")
+    dense = np.asanyarray(image.dataobj)
+    n = (volume.shape[axis] - 1) // 5 * 5 + 1  # the last acquired slice ends the fine grid
+    expected = fill_missing(torch.from_numpy(volume), axis, kept_indices(volume.shape[axis], 5), method).numpy()
+    assert dense.dtype == np.float32 and dense.shape == np.take(expected, np.arange(n), axis=axis).shape
+    np.testing.assert_allclose(dense, np.take(expected, np.arange(n), axis=axis), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(image.affine, affine, atol=1e-5)
+    sparse_image = nib.load(sparse)
+    for k in range(sparse_image.shape[axis]):  # acquired slices overlay exactly, in world coordinates
+        fine, coarse = [3, 4, 5, 1.0], [3, 4, 5, 1.0]
+        fine[axis], coarse[axis] = 5 * k, k
+        np.testing.assert_allclose(image.affine @ fine, sparse_image.affine @ coarse, atol=1e-4)
+        np.testing.assert_array_equal(np.take(dense, 5 * k, axis), np.take(sparse_image.get_fdata(), k, axis))
+
+
+def test_target_spacing_and_folder_mode(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    for i in range(2):
+        make_sparse(inputs / f"s{i}.nii.gz", phantom(seed=i), LAS, 2, interval=4)  # 4 mm slices
+    write_nifti(inputs / "s0_mask.nii.gz", np.ones((4, 4, 4), np.float32))  # masks are skipped
+    code, _, _ = run(capsys, inputs, "-o", tmp_path / "out", "--method", "linear", "--target-spacing", "2")
+    assert code == 0
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["s0.nii.gz", "s1.nii.gz"]
+    image = nib.load(tmp_path / "out" / "s0.nii.gz")
+    assert image.shape[2] == (9 - 1) * 2 + 1 and np.allclose(image.header.get_zooms(), (0.9, 0.9, 2.0))
+    code, _, err = run(capsys, inputs, "-o", tmp_path / "out", "--method", "linear", "--target-spacing", "2")
+    assert_one_line_error(code, err, "exists", "--overwrite")
+
+
+def test_folder_mode_writes_the_good_files_and_reports_the_bad_one(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    make_sparse(inputs / "good.nii.gz", phantom(), LAS, 2)
+    bad = phantom()
+    bad[3, 3, 3] = np.nan
+    make_sparse(inputs / "bad.nii.gz", bad, LAS, 2, interval=3)
+    code, _, err = run(capsys, inputs, "-o", tmp_path / "out", "--method", "linear")
+    assert code == 2 and "bad.nii.gz" in err and "NaN" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.nii.gz"]
+
+
+@pytest.mark.parametrize("method", ["linear", "cubic"])
+def test_simulate_restores_on_the_input_grid_and_prints_metrics(tmp_path, capsys, method):
+    volume = phantom()
+    source = write_nifti(tmp_path / "full.nii.gz", volume, LAS)
+    code, out, _ = run(capsys, source, "-o", tmp_path / "restored.nii.gz", "--method", method, "--simulate",
+                       "--interval", 4, "--offset", 1)
+    assert code == 0 and "PSNR" in out and "missing-slice PSNR" in out
+    image = nib.load(tmp_path / "restored.nii.gz")
+    expected = fill_missing(torch.from_numpy(volume), 2, kept_indices(36, 4, 1), method).numpy()
+    np.testing.assert_allclose(image.get_fdata(), expected, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(image.affine, LAS, atol=1e-6)
+
+
+def test_checkpoint_prediction_keeps_acquired_slices(tmp_path, capsys, tiny_checkpoint):
+    sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(seed=9), np.eye(4), 2)
+    code, out, _ = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--checkpoint", tiny_checkpoint)
+    assert code == 0, out
+    dense = nib.load(tmp_path / "dense.nii.gz").get_fdata()
+    acquired = nib.load(sparse).get_fdata()
+    assert dense.shape == (40, 44, 36) and np.isfinite(dense).all()
+    np.testing.assert_allclose(dense[:, :, ::5], acquired, atol=1e-3)
+
+
+def test_checkpoint_resamples_in_plane_and_warns_about_skull(tmp_path, capsys, caplog, tiny_checkpoint):
+    volume = phantom(shape=(24, 26, 36), seed=3)
+    volume[volume == 0] = np.random.default_rng(0).uniform(50, 100, int((volume == 0).sum()))  # a noisy head
+    sparse = make_sparse(tmp_path / "sparse.nii.gz", volume, np.diag([2.0, 2.0, 1.0, 1.0]), 2)
+    with caplog.at_level(logging.INFO, logger="inpaint"):
+        code, _, _ = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--checkpoint", tiny_checkpoint)
+    assert code == 0
+    assert "resampling [24, 26] -> [48, 52]" in caplog.text and "skull-strip" in caplog.text
+    dense = nib.load(tmp_path / "dense.nii.gz").get_fdata()
+    assert dense.shape == (24, 26, 36)
+    np.testing.assert_allclose(dense[:, :, ::5], nib.load(sparse).get_fdata(), atol=1e-3)
+
+
+def oblique(path: Path) -> Path:
+    angle = np.radians(45)
+    rotation = np.array([[1, 0, 0, 0], [0, np.cos(angle), -np.sin(angle), 0], [0, np.sin(angle), np.cos(angle), 0],
+                         [0, 0, 0, 1]])
+    return write_nifti(path, phantom()[:, :, ::5], rotation @ np.diag([1.0, 1.0, 5.0, 1.0]))
+
+
+def nan_volume(path: Path) -> Path:
+    data = phantom()[:, :, ::5]
+    data[0, 0, 0] = np.nan
+    return write_nifti(path, data, np.diag([1.0, 1.0, 5.0, 1.0]))
+
+
+def unreadable(path: Path) -> Path:
+    path.write_text("not a nifti")
+    return path
+
+
+BAD_INPUTS = {
+    "2d": (lambda p: write_nifti(p, phantom()[:, :, 0]), "expected one 3D volume"),
+    "4d": (lambda p: write_nifti(p, np.stack([phantom()] * 2, -1)), "expected one 3D volume"),
+    "nan": (nan_volume, "NaN"),
+    "spacing": (lambda p: write_nifti(p, phantom()[:, :, ::5], np.diag([1.0, 1.0, 4.5, 1.0])), "--target-spacing"),
+    "dense": (lambda p: write_nifti(p, phantom(), np.eye(4)), "already the target spacing"),
+    "oblique": (oblique, "oblique"),
+    "unreadable": (unreadable, "cannot read"),
+    "missing": (lambda p: p, "no such file"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, capsys, case):
+    make, needle = BAD_INPUTS[case]
+    source = make(tmp_path / f"{case}.nii.gz")
+    code, _, err = run(capsys, source, "-o", tmp_path / "out.nii.gz", "--method", "linear")
+    assert_one_line_error(code, err, needle, source.name)
+    assert list(tmp_path.glob("out*")) == [] and list(tmp_path.glob(".out*")) == []
+
+
+def test_existing_output_needs_overwrite(tmp_path, capsys):
+    sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(), LAS, 2)
+    (tmp_path / "dense.nii.gz").write_text("keep me")
+    code, _, err = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", "linear")
+    assert_one_line_error(code, err, "dense.nii.gz exists", "--overwrite")
+    assert (tmp_path / "dense.nii.gz").read_text() == "keep me"
+    assert run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", "linear", "--overwrite")[0] == 0
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path, capsys, tiny_checkpoint):
+    sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(), LAS, 2)
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"\x00" * 64)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "epoch": 3}, foreign)
+    other = torch.load(tiny_checkpoint, weights_only=False)
+    other["hyper_parameters"]["generator"]["features"] = 8  # weights of a 4-feature net, config of an 8-feature one
+    mismatched = tmp_path / "other_generator.ckpt"
+    torch.save(other, mismatched)
+    cases = {garbage: "not a PyTorch checkpoint", foreign: "not an inpaint checkpoint",
+             mismatched: "do not build generator 'dense_unet'", tmp_path / "nope.ckpt": "no such checkpoint"}
+    for checkpoint, needle in cases.items():
+        code, _, err = run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--checkpoint", checkpoint)
+        assert_one_line_error(code, err, needle, checkpoint.name)
+    code, _, err = run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--checkpoint", "pretrained")
+    assert_one_line_error(code, err, "no pretrained model is committed yet; pass a checkpoint path")
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+@pytest.mark.realdata
+def test_real_sparse_acquisition_matches_the_protocol_linear_fill(shared_data, tmp_path, capsys):
+    image = nib.load(shared_data / "sub-02_T1w.nii.gz")
+    volume = np.asanyarray(image.dataobj)
+    sparse = make_sparse(tmp_path / "sub-02_sparse.nii.gz", volume, image.affine, 2)
+    assert nib.load(sparse).header.get_zooms()[2] == pytest.approx(5.0)
+    code, _, err = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", "linear")
+    assert code == 0, err
+    dense = nib.load(tmp_path / "dense.nii.gz")
+    expected = fill_missing(torch.from_numpy(volume.astype(np.float32)), 2, kept_indices(volume.shape[2], 5)).numpy()
+    n = dense.shape[2]
+    assert n == (volume.shape[2] - 1) // 5 * 5 + 1
+    np.testing.assert_allclose(dense.get_fdata(), expected[:, :, :n], rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(dense.affine, image.affine, atol=1e-5)
+
+
+def test_interval_without_simulate_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "y.nii.gz"), "--method", "linear", "--interval", "4"])
+    assert exit_info.value.code == 2 and "only with --simulate" in capsys.readouterr().err

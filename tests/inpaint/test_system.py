@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inpaint.system import InpaintingModule
+
+SMALL = {"name": "dense_unet", "features": 4, "layers_per_block": 2}
+
+
+def inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 1, 32, 32, 32, generator=g)
+    known = torch.zeros_like(x)
+    known[..., ::5] = 1
+    return x, known
+
+
+def test_residual_generator_starts_exactly_at_the_interpolation():
+    module = InpaintingModule(SMALL, model={"residual": True}).eval()
+    x, known = inputs()
+    torch.testing.assert_close(module(x, known), x)
+    plain = InpaintingModule(SMALL).eval()
+    assert not torch.allclose(plain(x, known), x)
+
+
+def test_data_consistency_copies_acquired_slices():
+    module = InpaintingModule(SMALL, model={"data_consistency": True}).eval()
+    x, known = inputs(1)
+    out = module(x, known)
+    torch.testing.assert_close(out[..., ::5], x[..., ::5], rtol=0, atol=0)
+    assert not torch.allclose(out[..., 1::5], x[..., 1::5])
+
+
+def test_known_channel_feeds_a_second_input_channel():
+    module = InpaintingModule(SMALL, model={"known_channel": True})
+    assert module.generator.stem.conv.in_channels == 2
+    x, known = inputs()
+    assert module(x, known).shape == x.shape
+    with pytest.raises(ValueError, match="model.known_channel"):
+        InpaintingModule({**SMALL, "in_channels": 1}, model={"known_channel": True})
+
+
+def test_loss_terms_register_once():
+    module = InpaintingModule(SMALL)
+    module.add_loss_term("extra", lambda p, t, b: (p - t).pow(2).mean(), 0.5)
+    with pytest.raises(ValueError, match="registered twice"):
+        module.add_loss_term("extra", lambda p, t, b: p.sum(), 1.0)
+
+
+def test_unknown_generator_lists_the_choices():
+    with pytest.raises(KeyError, match="dense_unet, linear, unet3d"):
+        InpaintingModule({"name": "transformer"})
