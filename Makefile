@@ -1,30 +1,36 @@
 # The README's two commands: `make demo` (train on the bundled data) and `make test`.
 # Both create .venv on first use. TORCH pins the CPU wheel these machines carry; on your own
-# machine use e.g. `make demo TORCH="torch"` to get your platform's build.
+# machine use e.g. `make demo TORCH=torch` to get your platform's build.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
-VENV := .venv
-PY := $(VENV)/bin/python
+PY := .venv/bin/python
 
-.PHONY: demo test test-all test-sweeps lint setup
+.PHONY: demo test test-all test-sweeps lint setup setup-segment
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[test]"
-	touch $@
+# A venv with torch installed first (a later `-e .` would otherwise pull the newest CUDA build),
+# then the project with the given extras. $(1): folder, $(2): extras.
+define make_venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip
+	$(1)/bin/python -m pip install -q $(TORCH)
+	$(1)/bin/python -m pip install -q -e ".[$(2)]"
+	touch $(1)/.installed
+endef
 
-setup: $(VENV)/.installed
+.venv/.installed: pyproject.toml
+	$(call make_venv,.venv,test)
 
 # wandb[sweeps] (the `sweeps` package) may pin numpy<2: it gets its own venv, never .venv.
-SWEEPS_VENV := .venv-sweeps
-$(SWEEPS_VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(SWEEPS_VENV)
-	$(SWEEPS_VENV)/bin/python -m pip install -q --upgrade pip
-	$(SWEEPS_VENV)/bin/python -m pip install -q $(TORCH)
-	$(SWEEPS_VENV)/bin/python -m pip install -q -e ".[test,sweeps]"
-	touch $@
+.venv-sweeps/.installed: pyproject.toml
+	$(call make_venv,.venv-sweeps,test$(comma)sweeps)
+
+# antspyx (Atropos, for inpaint.evaluate --segment) pins numpy<2.4: its own venv too.
+.venv-segment/.installed: pyproject.toml
+	$(call make_venv,.venv-segment,segment)
+
+comma := ,
+setup: .venv/.installed
+setup-segment: .venv-segment/.installed
 
 demo: setup
 	$(PY) -m inpaint.fit experiment=demo
@@ -36,19 +42,9 @@ test-all: setup
 	WANDB_MODE=disabled $(PY) -m pytest -q
 
 # The W&B sweep files against W&B's own schema and agent command line; a skip here is an error.
-test-sweeps: $(SWEEPS_VENV)/.installed
-	WANDB_MODE=disabled INPAINT_REQUIRE_SWEEPS=1 $(SWEEPS_VENV)/bin/python -m pytest -q tests/inpaint/test_sweeps.py
+test-sweeps: .venv-sweeps/.installed
+	WANDB_MODE=disabled INPAINT_REQUIRE_SWEEPS=1 .venv-sweeps/bin/python -m pytest -q tests/inpaint/test_sweeps.py
 
 lint: setup
 	$(PY) -m pip install -q ruff
-	$(VENV)/bin/ruff check inpaint models tests scripts
-
-# antspyx (Atropos tissue segmentation for inpaint.evaluate --segment) pins numpy<2.4: its own venv.
-.venv-segment/.installed: pyproject.toml
-	$(PYTHON) -m venv .venv-segment
-	.venv-segment/bin/python -m pip install -q --upgrade pip
-	.venv-segment/bin/python -m pip install -q $(TORCH)
-	.venv-segment/bin/python -m pip install -q -e ".[segment]"
-	touch $@
-
-setup-segment: .venv-segment/.installed
+	.venv/bin/ruff check inpaint models tests scripts
