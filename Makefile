@@ -5,7 +5,7 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 PY := .venv/bin/python
 
-.PHONY: demo test test-all test-sweeps lint setup setup-segment
+.PHONY: demo test test-all test-sweeps lint setup setup-segment bench
 
 # A venv with torch installed first (a later `-e .` would otherwise pull the newest CUDA build),
 # then the project with the given extras. $(1): folder, $(2): extras.
@@ -28,6 +28,10 @@ endef
 .venv-segment/.installed: pyproject.toml
 	$(call make_venv,.venv-segment,segment)
 
+# MONAI, for the peer comparison in inpaint.bench.
+.venv-bench/.installed: pyproject.toml
+	$(call make_venv,.venv-bench,bench)
+
 comma := ,
 setup: .venv/.installed
 setup-segment: .venv-segment/.installed
@@ -48,3 +52,6 @@ test-sweeps: .venv-sweeps/.installed
 lint: setup
 	$(PY) -m pip install -q ruff
 	.venv/bin/ruff check inpaint models tests scripts
+
+bench: .venv-bench/.installed
+	.venv-bench/bin/python -m inpaint.bench

@@ -113,9 +113,10 @@ def lever_functions(module: Any, tile: int) -> list[tuple[str, dict[str, Any]]]:
             ("+ norms folded into convs, in-place ELU",
              {"fn": lambda v, k: module.run_generator(folded, v, k), "heap": False}),
             ("+ dense blocks without re-concatenation", {"heap": False}),
-            ("+ heap allocations (= default)", {}),
-            (f"+ tile {tile}", {"tile": tile}),
-            (f"+ tile {tile}, bf16 autocast", {"tile": tile, "bf16": True})]
+            ("+ heap allocations (= default: exact paper grid, fuse)", {}),
+            ("default + bf16 autocast", {"bf16": True}),
+            (f"default + tile {tile}", {"tile": tile}),
+            (f"default + tile {tile} + bf16 autocast", {"tile": tile, "bf16": True})]
 
 
 def bench_inference(name: str, kwargs: dict, case: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -150,7 +151,8 @@ def bench_inference(name: str, kwargs: dict, case: dict[str, Any], args: argpars
         def run(fn: Any = fn, settings: dict = settings) -> torch.Tensor:
             if fn is None:
                 return module.predict_volume(x, known, mask, **settings)
-            return infer_volume(fn, x, known, mask, device=device, **settings)
+            consistency = module.model_cfg["data_consistency"]  # as predict_volume
+            return infer_volume(fn, x, known, mask, device=device, data_consistency=consistency, **settings)
 
         with PeakMemory(device) as memory:
             for _ in range(args.warmup - 1 if device.type == "cuda" else 0):
@@ -188,7 +190,8 @@ def render(args: argparse.Namespace, train: list[dict], infer: list[dict], peer:
              f"- sizes: {'shrunk' if args.shrunk else 'paper'} (batch {args.batch}, patch {args.patch}³, {precision})"]
     if matmul:
         lines.append(f"- large bf16 matmul (8192³): {matmul / 1e12:.0f} TFLOP/s measured")
-    lines += ["", f"## Training step (forward + backward + Adam, batch {args.batch}, {precision})", ""]
+    layout = ", channels-last 3D" if args.channels_last else ""
+    lines += ["", f"## Training step (forward + backward + Adam, batch {args.batch}, {precision}{layout})", ""]
     flop_head = "TFLOP/s | % of 989 TFLOP/s | % of matmul" if cuda else "GFLOP/s"
     lines += [f"| generator | perceptual | patches/s | s/step | GFLOP/step | {flop_head} | peak memory | timed steps |",
               "|---|---|---|---|---|---|---|---|" + ("--|--|" if cuda else "")]

@@ -184,3 +184,22 @@ class CheckpointArtifactNote(L.Callback):
             if isinstance(logger, WandbLogger) and (mode := logger.experiment.settings.mode) != "online":
                 best = getattr(trainer.checkpoint_callback, "best_model_path", "") or "none"
                 log.info("W&B %s: checkpoint artifact skipped (best checkpoint: %s)", mode, best)
+
+
+class ValidationHistory(L.Callback):
+    """Keeps every validation's metrics, so a run can report the epoch its best checkpoint holds."""
+
+    def __init__(self, monitor: str = "val/psnr") -> None:
+        self.monitor = monitor
+        self.epochs: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if self.monitor in metrics:
+            self.epochs.append({"epoch": trainer.current_epoch, **metrics})
+
+    def best(self) -> dict[str, float]:
+        """The validation with the highest ``monitor`` ({} if none ran)."""
+        return max(self.epochs, key=lambda m: m[self.monitor], default={})

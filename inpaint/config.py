@@ -55,6 +55,8 @@ class ModelConfig:
     data_consistency: bool = False  # copy the acquired slices back into the output (the paper does not)
     known_channel: bool = False  # feed the acquired-slice mask as a second input channel
     residual: bool = False  # the network predicts a correction added to the interpolated input
+    channels_last: bool = False  # generator weights and activations in channels-last 3D memory format
+    compile: bool = False  # torch.compile the generator (state-dict keys unchanged)
 
 
 @dataclass
@@ -89,7 +91,10 @@ class InferenceConfig:
     overlap: int = 8
     aggregation: str = "average"  # average (paper) | hann (seam-free)
     batch_size: int = 16
-    bf16: bool = False  # autocast on CUDA
+    bf16: bool = False  # bf16 autocast (CUDA, and CPUs with bf16 units); changes results slightly
+    fuse: bool = True  # an eval copy with norms folded into convs (equal up to ~1e-5), faster
+    tile: int | None = None  # null = the paper's 32^3 grid; T = windows of at most T voxels (changes results)
+    heap: bool = True  # CPU: keep freed memory for reuse during inference (glibc)
 
 
 @dataclass

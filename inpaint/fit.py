@@ -42,7 +42,13 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 
 from inpaint import config as configuration
-from inpaint.callbacks import CheckpointArtifactNote, PatchThroughput, SlicePanels, SubjectRecorder
+from inpaint.callbacks import (
+    CheckpointArtifactNote,
+    PatchThroughput,
+    SlicePanels,
+    SubjectRecorder,
+    ValidationHistory,
+)
 from inpaint.data.module import InpaintDataModule
 from inpaint.data.subjects import subject_name
 from inpaint.loggers import make_logger
@@ -115,6 +121,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, config: dict, trainable: bool,
     trainer_cfg = {k: v for k, v in configuration.to_container(cfg.trainer).items() if v is not None}
     callbacks: list[L.Callback] = [SubjectRecorder(run_dir)] if cfg.data.record_subjects else []
     if trainable:
+        callbacks.append(ValidationHistory())
         callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/psnr",
                                          mode="max", save_last=True, auto_insert_metric_name=False))
     if cfg.callbacks.perceptual is not None:
@@ -164,11 +171,15 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
         warn_batch_renorm_sync(cfg, module)
     if train:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        history = next(c for c in trainer.callbacks if isinstance(c, ValidationHistory))
+        metrics = dict(history.best())  # the epoch best.ckpt holds
+        best_epoch = metrics.pop("epoch", None)
+        last = {k: v for k, v in (history.epochs[-1] if history.epochs else {}).items() if k != "epoch"}
     else:
         metrics = {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule)[0].items()}
+        last, best_epoch = metrics, None
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    result = {"run_dir": str(run_dir), "metrics": metrics,
+    result = {"run_dir": str(run_dir), "metrics": metrics, "best_epoch": best_epoch, "last_metrics": last,
               "best_checkpoint": checkpoint.best_model_path if checkpoint else "",
               "last_checkpoint": checkpoint.last_model_path if checkpoint else "",
               "val_subjects": [subject_name(v.name) for v in datamodule.splits["val"]]}
@@ -185,8 +196,10 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any], cfg: DictConfig) -> None:
-    m = result["metrics"]
-    print(f"\n== {cfg.experiment}: validation on {len(result['val_subjects'])} subject(s), interval {cfg.data.interval}")
+    m, last = result["metrics"], result.get("last_metrics", {})
+    epoch = result.get("best_epoch")
+    when = f", epoch {epoch} (best val/psnr; last epoch {last['val/psnr']:.2f} dB)" if epoch is not None else ""
+    print(f"\n== {cfg.experiment}: validation on {len(result['val_subjects'])} subject(s), interval {cfg.data.interval}{when}")
     if "val/psnr" in m:
         print(f"   {cfg.generator.name:>12}: PSNR {m['val/psnr']:.2f} dB  SSIM {m['val/ssim']:.4f}  HFEN "
               f"{m['val/hfen']:.4f}  missing-slice PSNR {m['val/psnr_missing']:.2f} dB")

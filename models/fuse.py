@@ -57,7 +57,8 @@ def fold_norms(net: nn.Module, inplace_act: bool = True) -> nn.Module:
 
     Args:
         net: a generator (any module built from ``ConvNormAct`` blocks; others are copied as they are).
-        inplace_act: make ELU/ReLU/LeakyReLU activations in place (they follow a fresh conv output).
+        inplace_act: make the ELU/ReLU/LeakyReLU of ``ConvNormAct`` blocks in place (they act on a fresh
+            conv or norm output).
 
     Returns:
         A deep copy in eval mode without gradients: ``(B, C, X, Y, Z) -> (B, C', X, Y, Z)`` as ``net``
@@ -67,16 +68,18 @@ def fold_norms(net: nn.Module, inplace_act: bool = True) -> nn.Module:
         >>> from models.dense_unet import DenseUNet
         >>> net = DenseUNet(features=4, layers_per_block=2).eval()
         >>> x = torch.randn(1, 1, 32, 32, 32)
-        >>> bool(torch.allclose(fuse_for_inference(net)(x), net(x), atol=1e-4))
+        >>> bool(torch.allclose(fold_norms(net)(x), net(x), atol=1e-4))
         True
     """
     fused = copy.deepcopy(net).eval().requires_grad_(False)
     for module in fused.modules():
-        if isinstance(module, ConvNormAct) and "norm" in module._modules:
-            if fold_conv_norm(module.conv, module.norm):
-                module.norm = nn.Identity()
-        if inplace_act and isinstance(module, (nn.ELU, nn.ReLU, nn.LeakyReLU)):
-            module.inplace = True
+        if not isinstance(module, ConvNormAct):
+            continue
+        if "norm" in module._modules and fold_conv_norm(module.conv, module.norm):
+            module.norm = nn.Identity()
+        act = module._modules.get("act")
+        if inplace_act and isinstance(act, (nn.ELU, nn.ReLU, nn.LeakyReLU)):
+            act.inplace = True
     return fused
 
 

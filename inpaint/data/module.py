@@ -190,7 +190,9 @@ class InpaintDataModule(L.LightningDataModule):
             subject_sampler=subject_sampler, shuffle_subjects=subject_sampler is None,
             num_workers=c.num_workers,
         ), epoch_seed, length)
-        return tio.SubjectsLoader(self.train_queue, batch_size=c.batch_size, num_workers=0)
+        device = getattr(getattr(self.trainer, "strategy", None), "root_device", None)
+        cuda = device is not None and device.type == "cuda"
+        return tio.SubjectsLoader(self.train_queue, batch_size=c.batch_size, num_workers=0, pin_memory=cuda)
 
     def _subject_sampler(self, dataset: Dataset, rank: int, world: int, epoch: int) -> DistributedSampler:
         """Rank ``rank``'s share of the training subjects, reshuffled every epoch (the same seed on all ranks).

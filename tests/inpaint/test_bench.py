@@ -14,7 +14,7 @@ def test_shrunk_bench_prints_the_tables(tmp_path, capsys):
     assert bench.main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.strip() == out.read_text().strip()
-    for text in ("- device: CPU", "- torch ", "- command: `python -m inpaint.bench --shrunk",
+    for text in ("- device: CPU", "- torch ", "-m inpaint.bench --shrunk --repeats 1 --volume",
                  "| generator | perceptual | patches/s | s/step | GFLOP/step | GFLOP/s | peak memory | timed steps |",
                  "| dense_unet | yes |", "| unet3d | no |", "| linear | no | not trained (no parameters) |",
                  "| generator | mode | seconds | process CPU s | windows run | PSNR vs exact (dB, brain) |",

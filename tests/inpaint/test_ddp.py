@@ -75,8 +75,8 @@ def test_two_process_ddp_shards_subjects_and_writes_once(tiny_root, tmp_path):
     assert not list((run / "subjects").glob("*rank2*"))
 
     # the metrics averaged across ranks are those of one process validating every subject
-    alone = validate_alone(run)
-    for key, value in result["metrics"].items():
+    alone = validate_alone(run)  # last.ckpt
+    for key, value in result["last_metrics"].items():
         assert value == pytest.approx(alone[key], rel=1e-5, abs=1e-6), key
     header = (run / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"lr-Adam", "train/patches_per_s", "val/psnr"} <= set(header)

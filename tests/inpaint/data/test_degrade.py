@@ -9,6 +9,7 @@ from inpaint.constants import INPUT, KNOWN, SLICE_AXIS, TARGET
 from inpaint.data.degrade import Degrade
 from inpaint.data.io import InputError
 from inpaint.data.transforms import SliceAxisLast, permute_volume, slice_last_permutation
+from tests.inpaint.test_interpolate import numpy_linear
 
 LAS = np.diag([-1.0, 1.0, 1.0, 1.0])
 AXIAL_FIRST = np.array([[0, 1.0, 0, 0], [0, 0, 1.0, 0], [1.0, 0, 0, 0], [0, 0, 0, 1]])  # voxel axis 0 is S
@@ -16,14 +17,6 @@ AXIAL_FIRST = np.array([[0, 1.0, 0, 0], [0, 0, 1.0, 0], [1.0, 0, 0, 0], [0, 0, 0
 
 def subject(data: np.ndarray, affine: np.ndarray) -> tio.Subject:
     return tio.Subject({TARGET: tio.ScalarImage(tensor=torch.from_numpy(data)[None], affine=affine)})
-
-
-def numpy_linear(volume: np.ndarray, axis: int, kept: np.ndarray) -> np.ndarray:
-    moved = np.moveaxis(volume, axis, -1)
-    out = np.empty_like(moved)
-    for index in np.ndindex(moved.shape[:-1]):
-        out[index] = np.interp(np.arange(moved.shape[-1]), kept, moved[index][kept])
-    return np.moveaxis(out, -1, axis)
 
 
 @pytest.mark.parametrize("affine, axis", [(np.eye(4), 2), (LAS, 2), (AXIAL_FIRST, 0)])
