@@ -16,72 +16,13 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 
-from inpaint.data.degrade import known_volume
+from inpaint.data.degrade import Degraded, degrade, find_slice_axis  # noqa: F401  (re-exported)
 from inpaint.data.io import InputError
-from inpaint.interpolate import METHODS, fill_missing, kept_indices, slice_axis
+from inpaint.interpolate import METHODS, fill_missing
 
 CLASSICAL = METHODS  # ("linear", "cubic")
-
-
-@dataclass
-class Degraded:
-    """One volume reduced to its acquired slices, on the original grid.
-
-    Attributes:
-        input: ``(X, Y, Z)`` float32, acquired slices exact, the rest linearly interpolated (the network input).
-        known: ``(X, Y, Z)`` bool, True on the acquired slices.
-        axis: the slice (S/I) axis of the file's voxel array.
-        kept: ``(K,)`` indices of the acquired slices along ``axis``.
-        interval: keep every ``interval``-th slice.
-        offset: first kept index.
-    """
-
-    input: torch.Tensor
-    known: torch.Tensor
-    axis: int
-    kept: torch.Tensor
-    interval: int
-    offset: int
-
-
-def find_slice_axis(affine: np.ndarray, source: str) -> int:
-    """:func:`inpaint.interpolate.slice_axis` with an :class:`InputError` naming ``source``."""
-    try:
-        return slice_axis(affine, source)
-    except ValueError as error:
-        raise InputError(str(error)) from None
-
-
-def degrade(reference: torch.Tensor, affine: np.ndarray, interval: int = 5, offset: int = 0,
-            source: str = "volume") -> Degraded:
-    """Keep the acquired slices of ``reference`` (PROTOCOL.md) and linearly fill the others.
-
-    Args:
-        reference: ``(X, Y, Z)`` volume in file voxel order (any dtype; float32 is returned).
-        affine: ``(4, 4)`` voxel-to-world affine; it decides the slice axis.
-        interval: keep every ``interval``-th axial slice.
-        offset: keep indices ``k % interval == offset`` (0-based, file order).
-        source: file name for error messages.
-
-    Returns:
-        The :class:`Degraded` volume.
-
-    Raises:
-        InputError: no S/I axis (or oblique), or fewer than 2 acquired slices.
-    """
-    axis = find_slice_axis(affine, source)
-    try:
-        kept = kept_indices(reference.shape[axis], interval, offset)
-    except ValueError as error:
-        raise InputError(f"{source}: {error}") from None
-    filled = fill_missing(reference.float(), axis, kept, "linear")
-    known = known_volume(tuple(reference.shape), axis, kept).bool()
-    return Degraded(filled, known, axis, kept, interval, offset)
 
 
 def classical_fill(degraded: Degraded, method: str, source: str = "volume") -> torch.Tensor:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torchio as tio
 
@@ -19,6 +21,62 @@ def known_volume(shape: Sequence[int], axis: int, kept: torch.Tensor) -> torch.T
     view = [1, 1, 1]
     view[axis] = -1
     return line.view(view).expand(*shape).contiguous()
+
+
+@dataclass
+class Degraded:
+    """One volume reduced to its acquired slices, on the original grid.
+
+    Attributes:
+        input: ``(X, Y, Z)`` float32, acquired slices exact, the rest linearly interpolated (the network input).
+        known: ``(X, Y, Z)`` bool, True on the acquired slices.
+        axis: the slice (S/I) axis of the file's voxel array.
+        kept: ``(K,)`` indices of the acquired slices along ``axis``.
+        interval: keep every ``interval``-th slice.
+        offset: first kept index.
+    """
+
+    input: torch.Tensor
+    known: torch.Tensor
+    axis: int
+    kept: torch.Tensor
+    interval: int
+    offset: int
+
+
+def find_slice_axis(affine: np.ndarray, source: str) -> int:
+    """:func:`inpaint.interpolate.slice_axis` with an :class:`InputError` naming ``source``."""
+    try:
+        return slice_axis(affine, source)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def degrade(reference: torch.Tensor, affine: np.ndarray, interval: int = 5, offset: int = 0,
+            source: str = "volume") -> Degraded:
+    """Keep the acquired slices of ``reference`` (PROTOCOL.md) and linearly fill the others.
+
+    Args:
+        reference: ``(X, Y, Z)`` volume in file voxel order (any dtype; float32 is returned).
+        affine: ``(4, 4)`` voxel-to-world affine; it decides the slice axis.
+        interval: keep every ``interval``-th axial slice.
+        offset: keep indices ``k % interval == offset`` (0-based, file order).
+        source: file name for error messages.
+
+    Returns:
+        The :class:`Degraded` volume.
+
+    Raises:
+        InputError: no S/I axis (or oblique), or fewer than 2 acquired slices.
+    """
+    axis = find_slice_axis(affine, source)
+    try:
+        kept = kept_indices(reference.shape[axis], interval, offset)
+    except ValueError as error:
+        raise InputError(f"{source}: {error}") from None
+    filled = fill_missing(reference.float(), axis, kept, "linear")
+    known = known_volume(tuple(reference.shape), axis, kept).bool()
+    return Degraded(filled, known, axis, kept, interval, offset)
 
 
 class Degrade(tio.Transform):
@@ -51,21 +109,10 @@ class Degrade(tio.Transform):
         return interval, offset
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
-        source = subject.get(PATH, "subject")
         target = subject[TARGET]
-        try:
-            axis = slice_axis(target.affine, source)
-        except ValueError as error:
-            raise InputError(str(error)) from None
         interval, offset = self._draw()
-        n = target.shape[1 + axis]
-        try:
-            kept = kept_indices(n, interval, offset)
-        except ValueError as error:
-            raise InputError(f"{source}: {error}") from None
-        filled = fill_missing(target.data[0].float(), axis, kept, "linear")
-        subject.add_image(tio.ScalarImage(tensor=filled[None], affine=target.affine), INPUT)
-        known = known_volume(filled.shape, axis, kept)
-        subject.add_image(tio.LabelMap(tensor=known[None], affine=target.affine), KNOWN)
-        subject[SLICE_AXIS], subject[INTERVAL], subject[OFFSET] = axis, interval, offset
+        sparse = degrade(target.data[0], target.affine, interval, offset, subject.get(PATH, "subject"))
+        subject.add_image(tio.ScalarImage(tensor=sparse.input[None], affine=target.affine), INPUT)
+        subject.add_image(tio.LabelMap(tensor=sparse.known[None].to(torch.uint8), affine=target.affine), KNOWN)
+        subject[SLICE_AXIS], subject[INTERVAL], subject[OFFSET] = sparse.axis, interval, offset
         return subject
