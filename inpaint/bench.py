@@ -311,10 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     report = render(args, train, infer, peer, queue, matmul, argv)
     print(report)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(report)
-        tmp.replace(args.out)
+        from inpaint.data.io import atomic_write
+
+        atomic_write(args.out, report)
     return 0
 
 

@@ -19,17 +19,10 @@ import torchio as tio
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from inpaint.constants import INPUT, KNOWN, MASK, TARGET
+from inpaint.data.io import atomic_write
 
 log = logging.getLogger(__name__)
 PANEL_KEY = "val/panel"
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    """``write(tmp_path)`` then rename onto ``path``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    tmp.replace(path)
 
 
 def _step(trainer: L.Trainer) -> int:
@@ -53,7 +46,7 @@ class SubjectRecorder(L.Callback):
             return
         path = self.folder / f"epoch{trainer.current_epoch}_rank{trainer.global_rank}.txt"
         text = "".join(f"{name}\n" for name in sorted(queue.drawn))
-        _write_atomic(path, lambda tmp: tmp.write_text(text))
+        atomic_write(path, text)
 
 
 class PatchThroughput(L.Callback):
@@ -170,7 +163,7 @@ class SlicePanels(L.Callback):
                 import matplotlib.image
 
                 path = self.folder / f"epoch{trainer.current_epoch:03d}.png"
-                _write_atomic(path, lambda tmp: matplotlib.image.imsave(tmp, image, format="png"))
+                atomic_write(path, lambda tmp: matplotlib.image.imsave(tmp, image, format="png"))
 
 
 class CheckpointArtifactNote(L.Callback):

@@ -20,6 +20,7 @@ import torch
 
 from inpaint.data.degrade import Degraded, degrade, find_slice_axis  # noqa: F401  (re-exported)
 from inpaint.data.io import InputError
+from inpaint.data.transforms import brain_mask  # noqa: F401  (re-exported)
 from inpaint.interpolate import METHODS, fill_missing
 
 CLASSICAL = METHODS  # ("linear", "cubic")
@@ -47,18 +48,3 @@ def classical_fill(degraded: Degraded, method: str, source: str = "volume") -> t
         return fill_missing(degraded.input, degraded.axis, degraded.kept, method)
     except ValueError as error:
         raise InputError(f"{source}: {error}") from None
-
-
-def brain_mask(reference: torch.Tensor, mask: torch.Tensor | None = None, source: str = "volume") -> torch.Tensor:
-    """PROTOCOL.md's brain mask: ``mask > 0`` if a mask is given, else ``reference > 0``; (X, Y, Z) bool.
-
-    Raises:
-        InputError: mask on another grid, or an empty mask.
-    """
-    if mask is not None and mask.shape != reference.shape:
-        raise InputError(f"{source}: mask shape {tuple(mask.shape)} != image shape {tuple(reference.shape)}; "
-                         "give the mask on the image's grid")
-    brain = (mask if mask is not None else reference) > 0
-    if not brain.any():
-        raise InputError(f"{source}: the brain mask is empty; give a mask file or a skull-stripped image with brain > 0")
-    return brain

@@ -37,6 +37,7 @@ class DataConfig:
     intervals: list[int] = field(default_factory=list)  # training: draw one per subject load from these
     offset: int = 0  # kept slices: k % interval == offset, in the file's voxel order
     random_offset: bool = False  # training: draw the offset per subject load
+    thick_slices: bool = False  # acquired slices are means over their slab of `interval` slices (clinical 2D)
     patch_size: int = 32
     patch_stride: int | None = 16  # patch centres on a stride lattice inside the brain (paper); null = any brain voxel
     samples_per_volume: int | None = None  # null = the number of lattice patches in the brain (one paper epoch)
@@ -259,7 +260,6 @@ def to_container(cfg: DictConfig) -> dict:
 
 def save(cfg: DictConfig, path: Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    tmp.replace(path)
+    from inpaint.data.io import atomic_write
+
+    atomic_write(path, OmegaConf.to_yaml(cfg, resolve=True))

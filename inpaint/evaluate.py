@@ -30,14 +30,15 @@ from inpaint.classical import CLASSICAL, brain_mask, degrade
 from inpaint.data.io import InputError, is_volume_file, read_volume, volume_stem
 from inpaint.data.subjects import VolumeFile, find_volumes, read_split_file
 from inpaint.figures import box_plots, slice_panel, summary_markdown
-from inpaint.metrics import volume_metrics
-from inpaint.predict import fill, load_module, spacing_slice_last
+from inpaint.inference import patch_borders
+from inpaint.metrics import seam_ratio, volume_metrics
+from inpaint.predict import CONSISTENCY, fill, load_module, spacing_slice_last
 from inpaint.segment import COLUMNS as SEGMENT_COLUMNS
 from inpaint.segment import TissueScorer, require_ants
 
 log = logging.getLogger("inpaint")
-COLUMNS = ["subject", "method", "psnr", "ssim", "hfen", "psnr_missing", "seconds"]
-SETTINGS = ("interval", "offset", "overlap", "aggregation", "segment", "data_consistency")
+COLUMNS = ["subject", "method", "psnr", "ssim", "hfen", "psnr_missing", "seam", "seconds"]
+SETTINGS = ("interval", "offset", "overlap", "aggregation", "segment", "thick_slices", "data_consistency")
 
 
 class SubjectError(InputError):
@@ -143,6 +144,13 @@ def saved_prediction(index: dict[str, Path], volume: VolumeFile, shape: tuple[in
     return data[0]
 
 
+def file_order_borders(shape: tuple[int, ...], axis: int, overlap: int, patch: int = 32) -> list[list[int]]:
+    """Patch-edge planes of the networks' grid (run with the slice axis last), per axis of the file's array."""
+    perm = [a for a in range(3) if a != axis] + [axis]
+    borders = patch_borders(tuple(shape[a] for a in perm), patch, overlap)
+    return [borders[perm.index(a)] for a in range(3)]
+
+
 def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], args: argparse.Namespace,
                      done: set[tuple[str, str]], writer: Any, handle: Any, bar: Any, keep: bool,
                      scorer: Any = None) -> dict[str, Any] | None:
@@ -151,12 +159,13 @@ def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], args: argparse
     data, affine = read_volume(volume.image)
     reference = data[0]
     mask = brain_mask(reference, read_volume(volume.mask)[0][0] if volume.mask else None, source)
-    degraded = degrade(reference, affine, args.interval, args.offset, source)
+    degraded = degrade(reference, affine, args.interval, args.offset, source, args.thick_slices)
     network_mask = mask if volume.mask else degraded.input > 0  # never peek at the missing reference slices
     settings = {"overlap": args.overlap, "aggregation": args.aggregation,
-                "data_consistency": not args.no_data_consistency, "spacing": spacing_slice_last(affine, degraded.axis)}
+                "data_consistency": CONSISTENCY[args.data_consistency], "spacing": spacing_slice_last(affine, degraded.axis)}
     if scorer is not None and any((volume.name, m) not in done for m in methods):
         scorer.start(volume.name, reference, mask, tuple(np.linalg.norm(affine[:3, :3], axis=0)))
+    borders = file_order_borders(tuple(reference.shape), degraded.axis, args.overlap)
     kept: dict[str, Any] = {"reference": reference, "mask": mask, "known": degraded.known, "affine": affine,
                             "subject": volume.name, "predictions": {}}
     for name, method in methods.items():
@@ -172,7 +181,7 @@ def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], args: argparse
             kept["predictions"][name] = filled
         if (volume.name, name) not in done:
             row = {"subject": volume.name, "method": name, **volume_metrics(filled, reference, mask, degraded.known),
-                   "seconds": seconds, **(scorer.score(filled) if scorer is not None else {})}
+                   "seam": seam_ratio(filled, mask, borders), "seconds": seconds, **(scorer.score(filled) if scorer is not None else {})}
             writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
             handle.flush()
             bar.update()
@@ -194,9 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--interval", type=int, default=5, metavar="N", help="keep every N-th axial slice (default: 5)")
     parser.add_argument("--offset", type=int, default=0, metavar="K",
                         help="kept slices: k %% interval == K, 0-based in the file's voxel order (default: 0)")
+    parser.add_argument("--thick-slices", action="store_true",
+                        help="acquired slices are means over their slab of N slices (slice thickness = spacing)")
     parser.add_argument("--overlap", type=int, default=8, metavar="VOXELS", help="network patch overlap, even (default: 8)")
     parser.add_argument("--aggregation", choices=("average", "hann"), default="average", help="how network patch overlaps are merged (default: average, as the paper)")
-    parser.add_argument("--no-data-consistency", action="store_true", help="do not copy acquired slices into network output")
+    parser.add_argument("--data-consistency", choices=tuple(CONSISTENCY), default="trained",
+                        help="copy the acquired slices into network outputs: as each checkpoint was trained (default), "
+                             "or on/off for all")
     parser.add_argument("--subjects", metavar="IDS", help="comma-separated subject ids, e.g. sub-02,sub-03 (default: all)")
     parser.add_argument("--split", metavar="FILE.tsv",
                         help="TSV with columns subject, split: evaluate the subjects of --split-name")
@@ -225,7 +238,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
         if missing:
             raise InputError(f"--prediction {name}: no file named {volume_stem(missing[0].image)}.nii(.gz) for "
                              f"{missing[0].name} ({len(missing)} missing); name predictions as their reference files")
-    settings = {k: getattr(args, k) for k in SETTINGS[:5]} | {"data_consistency": not args.no_data_consistency}
+    settings = {k: getattr(args, k) for k in SETTINGS}
     if args.segment:
         require_ants()  # fail before any work
     columns = COLUMNS + (SEGMENT_COLUMNS if args.segment else [])

@@ -46,7 +46,7 @@ def wilcoxon_p(differences: np.ndarray) -> float:
     return float(wilcoxon(differences).pvalue)
 
 
-def _mean_std(values: np.ndarray, fmt: str) -> str:
+def mean_std(values: np.ndarray, fmt: str) -> str:
     values = values[np.isfinite(values)]
     if values.size == 0:
         return "—"
@@ -56,7 +56,7 @@ def _mean_std(values: np.ndarray, fmt: str) -> str:
     return f"{fmt.format(values.mean())} ± {fmt.replace('+', '').format(std)}"
 
 
-def _p(value: float) -> str:
+def format_p(value: float) -> str:
     return "—" if math.isnan(value) else (f"{value:.2g}" if value >= 1e-3 else f"{value:.1e}")
 
 
@@ -80,13 +80,13 @@ def segment_markdown(rows: list[dict[str, Any]], methods: list[str], references:
         f"r {t.upper()} volume" for t in tissues]
     lines = ["", "## Tissue segmentation (ANTsPy Atropos, 3 classes, in the brain mask)", "",
              "| method | " + " | ".join(header) + " |", "|" + "---|" * (len(header) + 1)]
-    ceiling = [_mean_std(np.array([r[f"ceiling_dice_{t}"] for r in references]), "{:.4f}") for t in tissues]
+    ceiling = [mean_std(np.array([r[f"ceiling_dice_{t}"] for r in references]), "{:.4f}") for t in tissues]
     lines.append("| reference segmented twice (ceiling) | " + " | ".join(ceiling + ["—"] * 6) + " |")
     table = _by_method(rows)
     for m in [m for m in methods if m in table]:
         pairs = [(r, reference[s]) for s, r in table[m].items() if s in reference]
-        cells = [_mean_std(np.array([r[f"dice_{t}"] for r, _ in pairs]), "{:.4f}") for t in tissues]
-        cells += [_mean_std(np.array([r[f"vol_{t}"] - ref[f"vol_{t}"] for r, ref in pairs]), "{:+.1f}") for t in tissues]
+        cells = [mean_std(np.array([r[f"dice_{t}"] for r, _ in pairs]), "{:.4f}") for t in tissues]
+        cells += [mean_std(np.array([r[f"vol_{t}"] - ref[f"vol_{t}"] for r, ref in pairs]), "{:+.1f}") for t in tissues]
         for t in tissues:
             a, b = (np.array([p[i][f"vol_{t}"] for p in pairs]) for i in (0, 1))
             cells.append(f"{np.corrcoef(a, b)[0, 1]:.3f}" if len(pairs) > 2 and a.std() > 0 and b.std() > 0 else "—")
@@ -101,7 +101,7 @@ def summary_markdown(rows: list[dict[str, Any]], methods: list[str], info: dict[
     Args:
         rows: metrics.csv rows (``subject, method, psnr, ssim, hfen, psnr_missing, seconds``), floats parsed.
         methods: method names in display order (``linear`` first).
-        info: ``commands`` (every invocation that wrote these rows), ``data, subjects, interval, offset, overlap, aggregation, data_consistency, device``
+        info: ``commands`` (every invocation that wrote these rows), ``data, subjects, interval, offset, overlap, aggregation, thick_slices, data_consistency (trained/on/off), device``
             and ``checkpoints``/``predictions`` name -> path dicts.
         segments: rows of ``segment_reference.csv`` when ``--segment`` was given (tissue table added).
     """
@@ -109,25 +109,28 @@ def summary_markdown(rows: list[dict[str, Any]], methods: list[str], info: dict[
     methods = [m for m in methods if m in table] + [m for m in table if m not in methods]
     n_pairs = {m: paired(rows, m, "psnr").size for m in methods}
     header = ["method", "n"] + [label for label, _ in METRICS.values()] + [
-        "PSNR gain over linear (dB)", "better than linear", "Wilcoxon p (PSNR)", "fill s / volume"]
+        "seam ratio", "PSNR gain over linear (dB)", "subjects better than linear (PSNR/SSIM/HFEN)",
+        "Wilcoxon p (PSNR)", "fill s / volume"]
     lines = [f"# Evaluation: interval {info['interval']}, offset {info['offset']}", "",
              f"{info['subjects']} subject(s) from `{info['data']}`; mean ± sample std over subjects (PROTOCOL.md).",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in methods:
-        values = {k: np.array([r[k] for r in table[m].values()], dtype=np.float64) for k in (*METRICS, "seconds")}
+        values = {k: np.array([r.get(k, np.nan) for r in table[m].values()], dtype=np.float64)
+                  for k in (*METRICS, "seam", "seconds")}
         gain = paired(rows, m, "psnr")
         base = m == "linear" or gain.size == 0
-        cells = [f"**{m}**", str(len(table[m]))] + [_mean_std(values[k], fmt) for k, (_, fmt) in METRICS.items()]
-        cells += ["—" if base else _mean_std(gain, "{:+.3f}"),
-                  "—" if base else f"{int((gain > 0).sum())}/{gain.size}",
-                  "—" if base else _p(wilcoxon_p(gain)), _mean_std(values["seconds"], "{:.2f}").split(" ±")[0]]
+        better = "/".join(str(int((paired(rows, m, k) * (-1 if k == "hfen" else 1) > 0).sum())) for k in ("psnr", "ssim", "hfen"))
+        cells = [f"**{m}**", str(len(table[m]))] + [mean_std(values[k], fmt) for k, (_, fmt) in METRICS.items()]
+        cells += [mean_std(values["seam"], "{:.3f}"), "—" if base else mean_std(gain, "{:+.3f}"),
+                  "—" if base else f"{better} of {gain.size}",
+                  "—" if base else format_p(wilcoxon_p(gain)), mean_std(values["seconds"], "{:.2f}").split(" ±")[0]]
         lines.append("| " + " | ".join(cells) + " |")
     others = [m for m in methods if m != "linear" and n_pairs[m]]
     if others:
         lines += ["", "Paired Wilcoxon signed-rank tests against linear (two-sided p; per subject differences):", "",
                   "| method | " + " | ".join(label for label, _ in METRICS.values()) + " |",
                   "|" + "---|" * (len(METRICS) + 1)]
-        lines += [f"| {m} | " + " | ".join(_p(wilcoxon_p(paired(rows, m, k))) for k in METRICS) + " |" for m in others]
+        lines += [f"| {m} | " + " | ".join(format_p(wilcoxon_p(paired(rows, m, k))) for k in METRICS) + " |" for m in others]
         small = min(n_pairs[m] for m in others)
         if small < MIN_SUBJECTS_FOR_P:
             lines += ["", f"**Note:** with {small} paired subject(s) these p-values are not meaningful: the smallest "
@@ -137,9 +140,10 @@ def summary_markdown(rows: list[dict[str, Any]], methods: list[str], info: dict[
     lines += ["", "Headline (PROTOCOL.md): the paired PSNR gain over linear and the missing-slice PSNR; absolute "
               "PSNR depends on one peak voxel per subject and is not comparable across data sets.", "", "## Settings", "",
               *[f"- command{' (resumed)' if i else ''}: `{c}`" for i, c in enumerate(info["commands"])],
-              f"- degradation: keep slices k % {info['interval']} == {info['offset']} along the S/I voxel axis (file order)",
+              f"- degradation: keep slices k % {info['interval']} == {info['offset']} along the S/I voxel axis (file order)"
+              + (f", each the mean of its slab of {info['interval']} slices (thick slices)" if info.get("thick_slices") else ""),
               f"- network inference: overlap {info['overlap']}, aggregation {info['aggregation']}, "
-              f"data consistency {'on' if info['data_consistency'] else 'off'}, device {info['device']}"]
+              f"data consistency (acquired slices copied back) {info['data_consistency']}, device {info['device']}"]
     lines += [f"- checkpoint {n}: `{p}`" for n, p in info.get("checkpoints", {}).items()]
     lines += [f"- prediction {n}: `{p}`" for n, p in info.get("predictions", {}).items()]
     lines += [f"- versions: {_versions()}", f"- written: {datetime.datetime.now().isoformat(timespec='seconds')}", ""]

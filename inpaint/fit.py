@@ -49,6 +49,7 @@ from inpaint.callbacks import (
     SubjectRecorder,
     ValidationHistory,
 )
+from inpaint.data.io import atomic_write
 from inpaint.data.module import InpaintDataModule
 from inpaint.data.subjects import subject_name
 from inpaint.loggers import make_logger
@@ -104,7 +105,7 @@ def run_directory(cfg: DictConfig, ckpt_path: Path | None) -> Path:
 
 
 def data_info(datamodule: InpaintDataModule) -> dict[str, Any]:
-    """Voxel spacing of the first training volume (slice axis last) and the interval trained at."""
+    """Voxel spacing of the first training volume (slice axis last), the interval and slice model trained at."""
     import nibabel as nib
 
     from inpaint.interpolate import slice_axis
@@ -114,7 +115,8 @@ def data_info(datamodule: InpaintDataModule) -> dict[str, Any]:
     zooms = [float(z) for z in image.header.get_zooms()[:3]]
     axis = slice_axis(image.affine, str(volumes[0].image))
     spacing = [z for a, z in enumerate(zooms) if a != axis] + [zooms[axis]]
-    return {"spacing": spacing, "interval": int(datamodule.cfg.interval), "skull_stripped": True}
+    return {"spacing": spacing, "interval": int(datamodule.cfg.interval), "skull_stripped": True,
+            "thick_slices": bool(datamodule.cfg.thick_slices)}
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, config: dict, trainable: bool, resumed: bool = False) -> L.Trainer:
@@ -184,9 +186,7 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
               "last_checkpoint": checkpoint.last_model_path if checkpoint else "",
               "val_subjects": [subject_name(v.name) for v in datamodule.splits["val"]]}
     if trainer.is_global_zero:
-        tmp = run_dir / ".result.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(run_dir / "result.json")
+        atomic_write(run_dir / "result.json", json.dumps(result, indent=2))
         report(result, cfg)
         if cfg.logger == "wandb":
             import wandb

@@ -53,6 +53,20 @@ def grid_locations(shape: Size3, patch_size: int | Size3, overlap: int) -> tuple
     return sampler, torch.as_tensor(sampler.locations, dtype=torch.long)
 
 
+def patch_borders(shape: Size3, patch_size: int | Size3 = 32, overlap: int = 8) -> list[list[int]]:
+    """Per axis of a (X, Y, Z) volume, the planes where a grid patch starts or ends (inside the volume).
+
+    These are where averaged patch outputs can jump (the paper's seams): a voxel ``b`` in the list
+    means the step from ``b - 1`` to ``b`` crosses a patch edge. Used by ``inpaint.metrics.seam_ratio``.
+    """
+    _, locations = grid_locations(shape, patch_size, overlap)
+    borders = []
+    for axis, n in enumerate(shape):
+        edges = set(locations[:, axis].tolist()) | set(locations[:, axis + 3].tolist())
+        borders.append(sorted(b for b in edges if 0 < b < n))
+    return borders
+
+
 def tile_layout(mask: torch.Tensor, tile: int, overlap: int, multiple: int = 16) -> tuple[Region, Size3]:
     """Where ``tile`` mode runs the network: a region around the brain and the window size per axis.
 

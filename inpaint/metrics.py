@@ -26,6 +26,7 @@ Filter conventions (both reproduce the golden table of PROTOCOL.md to 1e-4, see
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -201,6 +202,40 @@ def hfen(x: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -> float:
     """
     x, ref, mask, _, _ = _prepare(x, ref, mask, margin=LOG_RADIUS)
     return _hfen(x, ref, mask)
+
+
+def seam_ratio(x: torch.Tensor, mask: torch.Tensor, borders: Sequence[Sequence[int]]) -> float:
+    """Mean |first difference| across patch-edge planes / the same across all other planes, in the brain.
+
+    Differences are taken along every axis with an edge, between neighbours both in ``mask``; ``borders[a]``
+    lists the planes ``b`` where the step ``b - 1 -> b`` along axis ``a`` crosses a patch edge (from
+    ``inpaint.inference.patch_borders``). 1.0 = no seam; an averaging of patches that disagree at their
+    edges gives > 1. Method-independent anatomy cancels, so classical fills give ~1.
+
+    Args:
+        x: ``(X, Y, Z)`` volume.
+        mask: ``(X, Y, Z)`` brain mask.
+        borders: three lists of plane indices, one per axis of ``x``.
+    """
+    x, mask = _volume(x, "x").double(), _volume(mask, "mask") > 0
+    sums, counts = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    for axis, planes in enumerate(borders):
+        if not planes:  # no patch edge along this axis: nothing to compare
+            continue
+        jump = (x.diff(dim=axis)).abs()
+        both = mask.narrow(axis, 1, x.shape[axis] - 1) & mask.narrow(axis, 0, x.shape[axis] - 1)
+        at_edge = torch.zeros(x.shape[axis] - 1, dtype=torch.bool)
+        at_edge[[b - 1 for b in planes]] = True
+        view = [1, 1, 1]
+        view[axis] = -1
+        at_edge = at_edge.view(view).expand_as(both)
+        for i, where in enumerate((both & at_edge, both & ~at_edge)):
+            sums[i] += jump[where].sum()
+            counts[i] += where.sum()
+    if (counts == 0).any():
+        return math.nan
+    means = sums / counts
+    return float(means[0] / means[1])
 
 
 def volume_metrics(

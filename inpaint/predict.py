@@ -34,6 +34,7 @@ log = logging.getLogger("inpaint")
 PRETRAINED = Path(__file__).resolve().parent / "assets" / "pretrained"
 SPACING_TOLERANCE = 0.02  # slice spacing / target spacing must be this close to an integer (relative)
 INPLANE_TOLERANCE = 0.10  # resample in-plane when the spacing differs from the checkpoint's by more
+CONSISTENCY = {"trained": None, "on": True, "off": False}  # --data-consistency -> network_fill's argument
 BORDER_NONZERO = 0.2  # warn about skull when this fraction of the in-plane border is nonzero
 
 
@@ -95,7 +96,7 @@ def _resize(x: torch.Tensor, size: list[int], mode: str) -> torch.Tensor:
 
 
 def network_fill(module: Any, degraded: Degraded, mask: torch.Tensor, *, spacing: list[float] | None = None,
-                 overlap: int = 8, aggregation: str = "average", data_consistency: bool = True,
+                 overlap: int = 8, aggregation: str = "average", data_consistency: bool | None = None,
                  source: str = "volume") -> torch.Tensor:
     """Fill ``degraded`` with a trained generator, in the input's units.
 
@@ -108,12 +109,14 @@ def network_fill(module: Any, degraded: Degraded, mask: torch.Tensor, *, spacing
         mask: ``(X, Y, Z)`` brain mask: the scale's voxels and the patches the network runs on.
         spacing: voxel spacing ``[a, b, slice]`` in mm with the slice axis last (None: no resampling).
         overlap, aggregation: whole-volume patch settings (``inpaint.inference.infer_volume``).
-        data_consistency: copy the acquired slices back exactly.
+        data_consistency: copy the acquired slices back exactly; None = as the checkpoint was trained.
         source: file name for error messages.
 
     Returns:
         ``(X, Y, Z)`` float32 volume.
     """
+    if data_consistency is None:
+        data_consistency = bool(module.model_cfg["data_consistency"])
     scale = acquired_scale(degraded.input, degraded.known, mask, source)
     perm = [a for a in range(3) if a != degraded.axis] + [degraded.axis]
     x, known, brain = (t.permute(*perm) for t in (normalise(degraded.input, scale), degraded.known, mask))
@@ -191,10 +194,12 @@ def predict_file(path: Path, output: Path, method: str | Any, args: argparse.Nam
     source = str(path)
     data, affine = read_volume(path)
     volume = data[0]
-    settings = {"overlap": args.overlap, "aggregation": args.aggregation}
+    settings = {"overlap": args.overlap, "aggregation": args.aggregation,
+                "data_consistency": CONSISTENCY[args.data_consistency]}
     info = data_info(method) if not isinstance(method, str) else {}
     if args.simulate:
-        degraded = degrade(volume, affine, args.interval or info.get("interval", 5), args.offset, source)
+        thick = args.thick_slices or bool(info.get("thick_slices"))
+        degraded = degrade(volume, affine, args.interval or info.get("interval", 5), args.offset, source, thick)
         out_affine, mask = affine, degraded.input > 0  # the network never sees the missing slices
     else:
         axis = find_slice_axis(affine, source)
@@ -245,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--offset", type=int, default=0, metavar="K", help="with --simulate: kept slices k %% interval == offset (0-based)")
     parser.add_argument("--overlap", type=int, default=8, metavar="VOXELS", help="network patch overlap, even (default: 8)")
     parser.add_argument("--aggregation", choices=("average", "hann"), default="average", help="how network patch overlaps are merged (default: average)")
+    parser.add_argument("--data-consistency", choices=tuple(CONSISTENCY), default="trained",
+                        help="copy the acquired slices into the output: as the checkpoint was trained (default), on, off")
+    parser.add_argument("--thick-slices", action="store_true",
+                        help="with --simulate: acquired slices are slab means (default: as the checkpoint was trained)")
     return parser
 
 

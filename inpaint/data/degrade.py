@@ -42,6 +42,24 @@ class Degraded:
     kept: torch.Tensor
     interval: int
     offset: int
+    thick: bool = False
+
+
+def slab_means(volume: torch.Tensor, axis: int, kept: torch.Tensor, thickness: int) -> torch.Tensor:
+    """Each kept slice averaged over the slab of ``thickness`` slices centred on it (clipped at the ends).
+
+    The slab of slice ``k`` is ``[k - (thickness - 1) // 2, k + thickness // 2]``: a thick 2D acquisition
+    whose slice thickness equals the slice spacing. ``volume`` is ``(X, Y, Z)``; returns ``(K,)`` slices
+    stacked along ``axis`` (the shape of ``volume.index_select(axis, kept)``), float32.
+    """
+    n = volume.shape[axis]
+    lo = (kept - (thickness - 1) // 2).clamp(0, n)
+    hi = (kept + thickness // 2 + 1).clamp(0, n)
+    moved = volume.float().movedim(axis, 0)
+    cumulative = torch.cat([torch.zeros_like(moved[:1], dtype=torch.float64), moved.double().cumsum(0)])
+    sums = cumulative[hi] - cumulative[lo]
+    counts = (hi - lo).double().view(-1, *[1] * (moved.ndim - 1))
+    return (sums / counts).float().movedim(0, axis)
 
 
 def find_slice_axis(affine: np.ndarray, source: str) -> int:
@@ -53,8 +71,12 @@ def find_slice_axis(affine: np.ndarray, source: str) -> int:
 
 
 def degrade(reference: torch.Tensor, affine: np.ndarray, interval: int = 5, offset: int = 0,
-            source: str = "volume") -> Degraded:
+            source: str = "volume", thick: bool = False) -> Degraded:
     """Keep the acquired slices of ``reference`` (PROTOCOL.md) and linearly fill the others.
+
+    With ``thick`` each acquired slice is the mean of its slab of ``interval`` slices (slice thickness
+    = slice spacing, like a clinical 2D scan) instead of the thin slice itself: then no voxel of the
+    input equals the reference, and the reference slices stay the target everywhere.
 
     Args:
         reference: ``(X, Y, Z)`` volume in file voxel order (any dtype; float32 is returned).
@@ -62,6 +84,7 @@ def degrade(reference: torch.Tensor, affine: np.ndarray, interval: int = 5, offs
         interval: keep every ``interval``-th axial slice.
         offset: keep indices ``k % interval == offset`` (0-based, file order).
         source: file name for error messages.
+        thick: acquired slices are slab means (see :func:`slab_means`).
 
     Returns:
         The :class:`Degraded` volume.
@@ -74,9 +97,13 @@ def degrade(reference: torch.Tensor, affine: np.ndarray, interval: int = 5, offs
         kept = kept_indices(reference.shape[axis], interval, offset)
     except ValueError as error:
         raise InputError(f"{source}: {error}") from None
-    filled = fill_missing(reference.float(), axis, kept, "linear")
+    acquired = reference.float()
+    if thick:
+        acquired = acquired.clone()
+        acquired.index_copy_(axis, kept, slab_means(reference, axis, kept, interval))
+    filled = fill_missing(acquired, axis, kept, "linear")
     known = known_volume(tuple(reference.shape), axis, kept).bool()
-    return Degraded(filled, known, axis, kept, interval, offset)
+    return Degraded(filled, known, axis, kept, interval, offset, thick)
 
 
 class Degrade(tio.Transform):
@@ -92,14 +119,15 @@ class Degrade(tio.Transform):
         offset: default offset, in [0, interval).
         intervals: if given, draw the interval per call from these (training).
         random_offset: draw the offset per call from [0, interval) (training).
+        thick: acquired slices are slab means over ``interval`` slices (see :func:`degrade`).
     """
 
     def __init__(self, interval: int = 5, offset: int = 0, intervals: Sequence[int] = (),
-                 random_offset: bool = False, **kwargs) -> None:
+                 random_offset: bool = False, thick: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.interval, self.offset = interval, offset
+        self.interval, self.offset, self.thick = interval, offset, thick
         self.intervals, self.random_offset = list(intervals), random_offset
-        self.args_names = ["interval", "offset", "intervals", "random_offset"]
+        self.args_names = ["interval", "offset", "intervals", "random_offset", "thick"]
 
     def _draw(self) -> tuple[int, int]:
         interval = self.interval
@@ -111,7 +139,7 @@ class Degrade(tio.Transform):
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
         target = subject[TARGET]
         interval, offset = self._draw()
-        sparse = degrade(target.data[0], target.affine, interval, offset, subject.get(PATH, "subject"))
+        sparse = degrade(target.data[0], target.affine, interval, offset, subject.get(PATH, "subject"), self.thick)
         subject.add_image(tio.ScalarImage(tensor=sparse.input[None], affine=target.affine), INPUT)
         subject.add_image(tio.LabelMap(tensor=sparse.known[None].to(torch.uint8), affine=target.affine), KNOWN)
         subject[SLICE_AXIS], subject[INTERVAL], subject[OFFSET] = sparse.axis, interval, offset

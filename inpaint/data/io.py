@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -55,6 +57,27 @@ def read_volume(path: str | Path) -> tuple[torch.Tensor, np.ndarray]:
     return torch.from_numpy(data)[None], image.affine
 
 
+def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], Any]) -> Path:
+    """Write ``content`` (text, bytes, or ``content(tmp_path)``) to a temporary file, then rename it onto ``path``.
+
+    Readers never see half a file, and an interrupted write leaves the old file as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")  # same suffix: writers that go by it still work
+    try:
+        if isinstance(content, str):
+            tmp.write_text(content)
+        elif isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            content(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_volume(data: torch.Tensor | np.ndarray, affine: np.ndarray, path: str | Path, overwrite: bool = False,
                  dtype: np.dtype | type | None = None) -> Path:
     """Write (X, Y, Z) or (1, X, Y, Z) data as NIfTI atomically; refuse to overwrite unless asked."""
@@ -69,12 +92,4 @@ def write_volume(data: torch.Tensor | np.ndarray, affine: np.ndarray, path: str 
             info = np.iinfo(dtype)
             array = np.clip(np.rint(array), info.min, info.max)
         array = array.astype(dtype)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
-    try:
-        nib.save(nib.Nifti1Image(array, affine), str(tmp))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: nib.save(nib.Nifti1Image(array, affine), str(tmp)))

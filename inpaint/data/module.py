@@ -144,7 +144,8 @@ class InpaintDataModule(L.LightningDataModule):
 
     def base_transforms(self, training: bool) -> list[tio.Transform]:
         c = self.cfg
-        degrade = Degrade(c.interval, c.offset, c.intervals if training else (), c.random_offset and training)
+        degrade = Degrade(c.interval, c.offset, c.intervals if training else (), c.random_offset and training,
+                          c.thick_slices)
         return [PrepareVolume(), degrade, Normalise(), SliceAxisLast()]
 
     def train_subjects(self) -> list[tio.Subject]:

@@ -10,21 +10,32 @@ from inpaint.constants import MASK, PATH, SAMPLING, SLICE_AXIS, TARGET
 from inpaint.data.io import InputError
 
 
+def brain_mask(reference: torch.Tensor, mask: torch.Tensor | None = None, source: str = "volume") -> torch.Tensor:
+    """PROTOCOL.md's brain mask: ``mask > 0`` if a mask is given, else ``reference > 0``; (X, Y, Z) bool.
+
+    Raises:
+        InputError: mask on another grid, or an empty mask.
+    """
+    if mask is not None and mask.shape != reference.shape:
+        raise InputError(f"{source}: mask shape {tuple(mask.shape)} != image shape {tuple(reference.shape)}; "
+                         "give the mask on the image's grid")
+    brain = (mask if mask is not None else reference) > 0
+    if not brain.any():
+        raise InputError(f"{source}: the brain mask is empty; give a mask file or a skull-stripped image with brain > 0")
+    return brain
+
+
 class PrepareVolume(tio.Transform):
-    """Adds ``mask`` = target > 0 when no mask file was given; rejects empty masks and mismatched shapes."""
+    """Sets ``mask`` to :func:`brain_mask` (target > 0 when no mask file was given), as uint8."""
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
-        source = subject.get(PATH, "subject")
         target = subject[TARGET]
-        if MASK not in subject:
-            subject.add_image(tio.LabelMap(tensor=(target.data > 0).to(torch.uint8), affine=target.affine), MASK)
-        elif subject[MASK].shape != target.shape:
-            raise InputError(f"{source}: mask shape {subject[MASK].shape[1:]} != image shape {target.shape[1:]}; "
-                             "give the mask on the image's grid")
+        given = subject[MASK].data[0] if MASK in subject else None
+        brain = brain_mask(target.data[0], given, subject.get(PATH, "subject"))[None].to(torch.uint8)
+        if MASK in subject:
+            subject[MASK].set_data(brain)
         else:
-            subject[MASK].set_data((subject[MASK].data > 0).to(torch.uint8))
-        if not subject[MASK].data.any():
-            raise InputError(f"{source}: the brain mask is empty; give a mask file or a skull-stripped image with brain > 0")
+            subject.add_image(tio.LabelMap(tensor=brain, affine=target.affine), MASK)
         return subject
 
 

@@ -37,6 +37,12 @@ def test_linear_validates_without_training_and_equals_the_input(tiny_root, tmp_p
     assert result["best_checkpoint"] == ""
 
 
+def test_thick_slices_reach_validation(tiny_root, tmp_path):
+    thin, thick = (fit(load("linear", [*quick_overrides(tiny_root, tmp_path / name), f"data.thick_slices={name}"]))
+                   for name in ("false", "true"))
+    assert thin["metrics"]["val/linear_psnr"] != pytest.approx(thick["metrics"]["val/linear_psnr"], abs=1e-3)
+
+
 def train_cfg(tiny_root, tmp_path, *extra):
     overrides = [*quick_overrides(tiny_root, tmp_path), *SHRINK["dense_unet"], "logger=csv",
                  "trainer.max_epochs=2", "trainer.limit_train_batches=3", "optim.step_epochs=1", *extra]

@@ -175,3 +175,13 @@ def test_fold_norms_leaves_unfoldable_norms_and_training_uses_the_module():
     assert module.train().inference_function() is module
     assert module.eval().inference_function() is not module
     assert InpaintingModule({"name": "linear"}).eval().inference_function() is not None
+
+
+def test_patch_borders_are_the_grid_edges_inside_the_volume():
+    from inpaint.inference import patch_borders
+
+    borders = patch_borders((80, 32, 56), 32, 8)
+    assert borders[1] == []  # one patch along this axis: no inner edge
+    _, locations = grid_locations((80, 32, 56), 32, 8)
+    starts = sorted(set(locations[:, 0].tolist()) - {0})
+    assert starts and set(starts) <= set(borders[0]) and all(0 < b < 80 for b in borders[0])

@@ -178,3 +178,18 @@ class TestGoldenTable:
         result = volume_metrics(filled, reference, reference > 0, known_mask(n, 5, 0).view(view))
         for (key, tolerance), golden in zip(TOLERANCE.items(), GOLDEN[subject, method], strict=True):
             assert result[key] == pytest.approx(golden, abs=tolerance), f"{subject} {method} {key}"
+
+
+def test_seam_ratio_sees_steps_at_patch_edges_only():
+    from inpaint.metrics import seam_ratio
+
+    smooth = torch.linspace(0, 1, 40).view(40, 1, 1).expand(40, 30, 30).contiguous() + 1
+    mask = torch.ones(40, 30, 30, dtype=torch.bool)
+    borders = [[10, 20], [], []]
+    assert seam_ratio(smooth, mask, borders) == pytest.approx(1.0, abs=1e-4)
+    seams = smooth.clone()
+    seams[20:] += 0.5  # a step where two patches meet
+    assert seam_ratio(seams, mask, borders) > 10
+    off_edge = smooth.clone()
+    off_edge[25:] += 0.5  # the same step away from every patch edge lowers the ratio
+    assert seam_ratio(off_edge, mask, borders) < 1

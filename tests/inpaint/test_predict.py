@@ -120,7 +120,8 @@ def test_simulate_restores_on_the_input_grid_and_prints_metrics(tmp_path, capsys
 
 def test_checkpoint_prediction_keeps_acquired_slices(tmp_path, capsys, tiny_checkpoint):
     sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(seed=9), np.eye(4), 2)
-    code, out, _ = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--checkpoint", tiny_checkpoint)
+    code, out, _ = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--checkpoint", tiny_checkpoint,
+                          "--data-consistency", "on")
     assert code == 0, out
     dense = nib.load(tmp_path / "dense.nii.gz").get_fdata()
     acquired = nib.load(sparse).get_fdata()
@@ -133,7 +134,8 @@ def test_checkpoint_resamples_in_plane_and_warns_about_skull(tmp_path, capsys, c
     volume[volume == 0] = np.random.default_rng(0).uniform(50, 100, int((volume == 0).sum()))  # a noisy head
     sparse = make_sparse(tmp_path / "sparse.nii.gz", volume, np.diag([2.0, 2.0, 1.0, 1.0]), 2)
     with caplog.at_level(logging.INFO, logger="inpaint"):
-        code, _, _ = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--checkpoint", tiny_checkpoint)
+        code, _, _ = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--checkpoint", tiny_checkpoint,
+                         "--data-consistency", "on")
     assert code == 0
     assert "resampling [24, 26] -> [48, 52]" in caplog.text and "skull-strip" in caplog.text
     dense = nib.load(tmp_path / "dense.nii.gz").get_fdata()

@@ -59,3 +59,21 @@ def test_slice_axis_last_moves_data_and_affine_together():
     moved, affine = permute_volume(torch.from_numpy(data)[None], AXIAL_FIRST, slice_last_permutation(0))
     np.testing.assert_allclose(affine @ [1, 2, 3, 1], AXIAL_FIRST @ [3, 1, 2, 1])
     assert moved[0, 1, 2, 3] == data[3, 1, 2]
+
+
+@pytest.mark.parametrize("affine, axis", [(np.eye(4), 2), (AXIAL_FIRST, 0)])
+@pytest.mark.parametrize("interval", [4, 5])
+def test_thick_slices_are_slab_means_and_the_rest_is_their_linear_fill(affine, axis, interval):
+    data = np.random.default_rng(2).normal(size=(12, 11, 13)).astype(np.float32)
+    out = Degrade(interval=interval, offset=1, thick=True)(subject(data, affine))
+    kept = np.arange(1, data.shape[axis], interval)
+    moved = np.moveaxis(data, axis, 0)
+    slabs = np.stack([moved[max(0, k - (interval - 1) // 2): k + interval // 2 + 1].mean(0) for k in kept])
+    acquired = np.moveaxis(data, axis, 0).copy()
+    acquired[kept] = slabs
+    acquired = np.moveaxis(acquired, 0, axis)
+    filled = out[INPUT].data[0].numpy()
+    np.testing.assert_allclose(np.take(filled, kept, axis), np.moveaxis(slabs, 0, axis), atol=1e-5)
+    np.testing.assert_allclose(filled, numpy_linear(acquired, axis, kept), atol=1e-5)
+    assert not np.allclose(np.take(filled, kept, axis), np.take(data, kept, axis))  # thin != thick
+    np.testing.assert_array_equal(out[TARGET].data[0].numpy(), data)  # the target stays the thin reference

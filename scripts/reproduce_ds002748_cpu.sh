@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The commands behind docs/results.md: CPU-scale training on the committed ds002748 split, then
+# evaluation on its 8 test subjects. One stage per call, so that stages can share the cores:
+#
+#   bash scripts/reproduce_ds002748_cpu.sh STAGE      # STAGE: see the case list at the bottom
+#
+# Environment: PY (python, default .venv/bin/python), SEGMENT_PY (python with antspyx, default
+# .venv-segment/bin/python), DATA (default ../shared/data/ds002748), RUNS (training runs, default
+# runs/ds002748_cpu), EVAL (evaluation folders, default eval-out/ds002748_cpu). Each training
+# stage uses one torch thread (OMP_NUM_THREADS=1) so two stages can run side by side on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+SEGMENT_PY=${SEGMENT_PY:-.venv-segment/bin/python}
+DATA=${DATA:-../shared/data/ds002748}
+RUNS=${RUNS:-runs/ds002748_cpu}
+EVAL=${EVAL:-eval-out/ds002748_cpu}
+SPLIT=experiments/splits/ds002748.tsv
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+# Data and queue settings shared by every run (the queue is small to fit 24 GiB with 2 runs at once).
+DATA_ARGS="data.root=$DATA data.split=$SPLIT data.samples_per_volume=48 data.queue_length=144 data.num_workers=1
+           data.val_crop=128 trainer.enable_progress_bar=false"
+# The DenseUNet shrunk for the CPU: growth 8, 2 layers per dense block (165 k parameters; the paper: 16, 5).
+DENSE_SMALL="generator.features=8 generator.layers_per_block=2"
+# Ours: residual output + acquired-slice channel + data consistency, no perceptual term, lr 2e-3.
+OURS="model.residual=true model.known_channel=true model.data_consistency=true callbacks.perceptual=null
+      optim.lr=2e-3 optim.step_epochs=4 optim.gamma=0.3"
+# Ablations: ours for one epoch (176 steps), one change each. An epoch is 44 training subjects x 48
+# patches / batch 12 = 176 steps, unless trainer.limit_train_batches is smaller.
+ABLATE="trainer.max_epochs=1 trainer.limit_train_batches=200"
+
+fit() {  # fit NAME EXPERIMENT OVERRIDES...
+    local name=$1 experiment=$2
+    shift 2
+    # shellcheck disable=SC2068
+    $PY -m inpaint.fit experiment="$experiment" $@ run_dir="$RUNS/$name"
+}
+
+best() { echo "$RUNS/$1/checkpoints/best.ckpt"; }
+
+evaluate() {  # evaluate OUT PYTHON ARGS...: the test split, paper protocol unless ARGS say otherwise
+    local out=$1 python=$2
+    shift 2
+    $python -m inpaint.evaluate --data "$DATA" --split "$SPLIT" --split-name test --out "$EVAL/$out" --resume "$@"
+}
+
+case ${1:-help} in
+    # --- training ---------------------------------------------------------------------------------
+    train_ours)  # 880 steps (5 epochs x 176), lr x0.3 after epoch 4; its epoch-1 checkpoint is the ablation base
+        fit dense_unet dense_unet $DATA_ARGS $DENSE_SMALL $OURS trainer.max_epochs=5 trainer.limit_train_batches=200 ;;
+    train_paper)  # the paper's recipe (L1 + 1e-6 perceptual, Adam 3e-4 x0.1 every third), 300 steps
+        fit dense_unet_paper dense_unet_paper $DATA_ARGS $DENSE_SMALL optim.step_epochs=1 trainer.max_epochs=3 \
+            trainer.limit_train_batches=100 ;;
+    train_unet3d)  # the paper's 3D U-Net at 1/8 of its widths, trained like train_paper
+        fit unet3d unet3d $DATA_ARGS "generator.features=[8,16,32,64,128]" optim.step_epochs=1 trainer.max_epochs=3 \
+            trainer.limit_train_batches=100 ;;
+    train_ablation_base)  # = train_ours stopped after its first epoch (same seed, queue and schedule so far)
+        fit ablation_base dense_unet $DATA_ARGS $DENSE_SMALL $OURS $ABLATE ;;
+    train_ablation_perceptual)  # + the paper's perceptual term (gamma 1e-6)
+        fit ablation_perceptual dense_unet $DATA_ARGS $DENSE_SMALL $OURS $ABLATE \
+            callbacks.perceptual.weight=1e-6 callbacks.perceptual.layer=block2_conv2 ;;
+    train_ablation_plain_io)  # without the acquired-slice channel and the residual output
+        fit ablation_plain_io dense_unet $DATA_ARGS $DENSE_SMALL $OURS $ABLATE model.residual=false \
+            model.known_channel=false ;;
+    train_ablation_intervals)  # random interval 2-6 and offset per subject load
+        fit ablation_intervals dense_unet $DATA_ARGS $DENSE_SMALL $OURS $ABLATE "data.intervals=[2,3,4,5,6]" \
+            data.random_offset=true ;;
+    train_ablation_thick)  # thick slices (slab means), no data consistency (the acquired slices are not the truth)
+        fit ablation_thick dense_unet $DATA_ARGS $DENSE_SMALL $OURS $ABLATE data.thick_slices=true \
+            model.data_consistency=false ;;
+    # --- evaluation on the 8 test subjects -----------------------------------------------------------
+    eval_reproduction)  # the paper's protocol (interval 5, offset 0, overlap 8, average) with tissue Dice
+        evaluate reproduction "$SEGMENT_PY" --methods linear,cubic --segment \
+            --checkpoint unet3d="$(best unet3d)" --checkpoint dense_unet_paper="$(best dense_unet_paper)" \
+            --checkpoint dense_unet="$(best dense_unet)" --panel-subject sub-11 ;;
+    eval_ablation)  # every ablation checkpoint at interval 5 (each copies acquired slices back as trained)
+        evaluate ablation "$PY" --methods linear --no-figures \
+            --checkpoint base="$(best ablation_base)" --checkpoint perceptual="$(best ablation_perceptual)" \
+            --checkpoint plain_io="$(best ablation_plain_io)" --checkpoint intervals="$(best ablation_intervals)" ;;
+    eval_ablation_dc_off)
+        evaluate ablation_dc_off "$PY" --methods linear --no-figures --data-consistency off \
+            --checkpoint base="$(best ablation_base)" ;;
+    eval_ablation_hann)  # hann weighting and overlap 16 instead of averaging with overlap 8
+        evaluate ablation_hann "$PY" --methods linear --no-figures --aggregation hann --overlap 16 \
+            --checkpoint base="$(best ablation_base)" ;;
+    eval_intervals)  # the random-interval network and the interval-5 base at every interval
+        for n in 2 3 4 5 6; do
+            evaluate "intervals_$n" "$PY" --methods linear --no-figures --interval "$n" \
+                --checkpoint intervals="$(best ablation_intervals)" --checkpoint base="$(best ablation_base)"
+        done ;;
+    eval_thick)  # thick-slice input: the thick-trained network and the thin-trained base
+        evaluate thick "$PY" --methods linear --no-figures --thick-slices \
+            --checkpoint thick="$(best ablation_thick)" --checkpoint base="$(best ablation_base)" ;;
+    *)
+        sed -n '2,9p' "$0"
+        echo "stages:"
+        grep -E '^    [a-z0-9_]+\)' "$0" | sed -E 's/^ +([a-z0-9_]+)\) *(# *)?/  \1  /' ;;
+esac
