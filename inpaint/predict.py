@@ -43,8 +43,8 @@ def load_module(spec: str, device: str | torch.device = "cpu") -> Any:
     if spec == "pretrained":
         found = sorted(PRETRAINED.glob("*.ckpt"), key=lambda p: p.name != "dense_unet.ckpt")
         if not found:
-            raise InputError("no pretrained model is committed yet; pass a checkpoint path "
-                             "(e.g. runs/dense_unet/<run>/checkpoints/best.ckpt from python -m inpaint.fit)")
+            raise InputError(f"no pretrained model in {PRETRAINED} (installed without package data?); reinstall "
+                             "inpaint or pass a checkpoint path, e.g. runs/dense_unet/<run>/checkpoints/best.ckpt")
         spec = str(found[0])
     path = Path(spec)
     if not path.is_file():

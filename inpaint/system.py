@@ -106,13 +106,18 @@ class InpaintingModule(L.LightningModule):
         """(B, 1, X, Y, Z) interpolated input and acquired-slice mask -> (B, 1, X, Y, Z) prediction."""
         return self.run_generator(self.generator, inputs, known)
 
-    def run_generator(self, generator: nn.Module, inputs: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-        """``forward`` with ``generator`` in place of ``self.generator`` (e.g. a fused inference copy)."""
+    def run_generator(self, generator: nn.Module, inputs: torch.Tensor, known: torch.Tensor,
+                      data_consistency: bool | None = None) -> torch.Tensor:
+        """``forward`` with ``generator`` in place of ``self.generator`` (e.g. a fused inference copy).
+
+        ``data_consistency`` overrides ``model.data_consistency`` (whole-volume inference applies it
+        itself, once, as asked, so its patch functions pass False).
+        """
         x = torch.cat([inputs, known.to(inputs.dtype)], 1) if self.model_cfg["known_channel"] else inputs
         out = generator(x)
         if self.model_cfg["residual"]:
             out = out + inputs
-        if self.model_cfg["data_consistency"]:
+        if self.model_cfg["data_consistency"] if data_consistency is None else data_consistency:
             known = known.to(out.dtype)
             out = known * inputs + (1 - known) * out
         return out
@@ -144,13 +149,14 @@ class InpaintingModule(L.LightningModule):
         ``fuse=True`` runs an eval-mode copy of the generator with its norms folded into the convs
         (``models.fuse``: the DenseUNet also without repeated concatenation, channels-last): equal to
         ``self(inputs, known)`` in eval mode up to float rounding, and ~2x faster on the CPU. The copy is
-        made per call, so it always has the current weights; in training mode (or ``fuse=False``) this
-        is ``self`` (batch statistics in training mode, as before).
+        made per call, so it always has the current weights; ``fuse=False`` (or a parameter-free
+        generator) runs ``self.generator`` itself. Neither copies acquired slices back: ``infer_volume``
+        does that once for the whole volume when asked. In training mode this is ``self``.
         """
-        if not fuse or self.training or not self.trainable:
+        if self.training:
             return self
-        generator = fuse_for_inference(self.generator)
-        return lambda inputs, known: self.run_generator(generator, inputs, known)
+        generator = fuse_for_inference(self.generator) if fuse and self.trainable else self.generator
+        return lambda inputs, known: self.run_generator(generator, inputs, known, data_consistency=False)
 
     def predict_volume(self, inputs: torch.Tensor, known: torch.Tensor, mask: torch.Tensor, **overrides) -> torch.Tensor:
         """Whole normalised (1, 1, X, Y, Z) volume -> (1, X, Y, Z) normalised prediction (CPU).

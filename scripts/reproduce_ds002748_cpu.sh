@@ -74,24 +74,50 @@ case ${1:-help} in
         evaluate reproduction "$SEGMENT_PY" --methods linear,cubic --segment \
             --checkpoint unet3d="$(best unet3d)" --checkpoint dense_unet_paper="$(best dense_unet_paper)" \
             --checkpoint dense_unet="$(best dense_unet)" --panel-subject sub-11 ;;
-    eval_ablation)  # every ablation checkpoint at interval 5 (each copies acquired slices back as trained)
-        evaluate ablation "$PY" --methods linear --no-figures \
-            --checkpoint base="$(best ablation_base)" --checkpoint perceptual="$(best ablation_perceptual)" \
+    export_pretrained)  # the committed model: train_ours's best checkpoint, fp16 weights + settings only
+        $PY -m inpaint.export "$(best dense_unet)" -o inpaint/assets/pretrained/dense_unet.ckpt --overwrite ;;
+    eval_pretrained)  # the committed file itself (fp16) on the test split: the model card's numbers
+        evaluate pretrained "$PY" --methods linear --no-figures --checkpoint dense_unet=pretrained ;;
+    eval_ablation)  # the ablation checkpoints at interval 5 (each copies acquired slices back as trained)
+        evaluate ablation "$PY" --methods linear --no-figures --checkpoint base="$(best ablation_base)" \
             --checkpoint plain_io="$(best ablation_plain_io)" --checkpoint intervals="$(best ablation_intervals)" ;;
+    eval_ablation_perceptual)  # the slowest ablation to train, in its own folder
+        evaluate ablation_perceptual "$PY" --methods linear --no-figures \
+            --checkpoint perceptual="$(best ablation_perceptual)" ;;
     eval_ablation_dc_off)
         evaluate ablation_dc_off "$PY" --methods linear --no-figures --data-consistency off \
             --checkpoint base="$(best ablation_base)" ;;
     eval_ablation_hann)  # hann weighting and overlap 16 instead of averaging with overlap 8
         evaluate ablation_hann "$PY" --methods linear --no-figures --aggregation hann --overlap 16 \
             --checkpoint base="$(best ablation_base)" ;;
-    eval_intervals)  # the random-interval network and the interval-5 base at every interval
-        for n in 2 3 4 5 6; do
+    eval_ours_hann)  # ours (the pretrained model's checkpoint) with hann weighting and overlap 16
+        evaluate ours_hann "$PY" --methods linear --no-figures --aggregation hann --overlap 16 \
+            --checkpoint dense_unet="$(best dense_unet)" ;;
+    eval_intervals)  # the random-interval network at intervals 2, 3, 4, 6 (interval 5: eval_ablation)
+        for n in 2 3 4 6; do
             evaluate "intervals_$n" "$PY" --methods linear --no-figures --interval "$n" \
-                --checkpoint intervals="$(best ablation_intervals)" --checkpoint base="$(best ablation_base)"
+                --checkpoint intervals="$(best ablation_intervals)"
         done ;;
     eval_thick)  # thick-slice input: the thick-trained network and the thin-trained base
         evaluate thick "$PY" --methods linear --no-figures --thick-slices \
             --checkpoint thick="$(best ablation_thick)" --checkpoint base="$(best ablation_base)" ;;
+    # --- the tables of docs/results.md ----------------------------------------------------------------
+    table_ablation)
+        $PY -m inpaint.compare "linear=$EVAL/ablation:linear" "base: ours, 176 steps=$EVAL/ablation:base" \
+            "1. + perceptual (gamma 1e-6)=$EVAL/ablation_perceptual:perceptual" \
+            "2. base, data consistency off=$EVAL/ablation_dc_off:base" \
+            "3. base, hann + overlap 16=$EVAL/ablation_hann:base" \
+            "4. base without known channel and residual=$EVAL/ablation:plain_io" \
+            "5. random intervals 2-6, at interval 5=$EVAL/ablation:intervals" \
+            "ours, 880 steps=$EVAL/reproduction:dense_unet" "ours, 880 steps, hann + overlap 16=$EVAL/ours_hann:dense_unet" ;;
+    table_intervals)
+        rows=()
+        for n in 2 3 4 6; do rows+=("interval $n: linear=$EVAL/intervals_$n:linear" "interval $n: random-interval net=$EVAL/intervals_$n:intervals"); done
+        $PY -m inpaint.compare "${rows[@]}" "interval 5: linear=$EVAL/ablation:linear" \
+            "interval 5: random-interval net=$EVAL/ablation:intervals" "interval 5: base (trained at 5)=$EVAL/ablation:base" ;;
+    table_thick)
+        $PY -m inpaint.compare "thick: linear=$EVAL/thick:linear" "thick: trained on thick slices=$EVAL/thick:thick" \
+            "thick: base (trained on thin slices)=$EVAL/thick:base" ;;
     *)
         sed -n '2,9p' "$0"
         echo "stages:"

@@ -120,7 +120,6 @@ def test_checkpoint_and_saved_predictions(tiny_root, tmp_path, capsys, tiny_chec
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--checkpoint", "x=pretrained"], "no pretrained model is committed yet; pass a checkpoint path"),
     (["--checkpoint", "x={tmp}/junk.ckpt"], "junk.ckpt: not a PyTorch checkpoint"),
     (["--checkpoint", "nameless"], "expected NAME=PATH"),
     (["--prediction", "p={tmp}/nowhere"], "no such folder"),

@@ -191,7 +191,7 @@ def test_existing_output_needs_overwrite(tmp_path, capsys):
     assert run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", "linear", "--overwrite")[0] == 0
 
 
-def test_bad_checkpoints_are_one_line_errors(tmp_path, capsys, tiny_checkpoint):
+def test_bad_checkpoints_are_one_line_errors(tmp_path, capsys, monkeypatch, tiny_checkpoint):
     sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(), LAS, 2)
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"\x00" * 64)
@@ -206,8 +206,9 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path, capsys, tiny_checkpoint):
     for checkpoint, needle in cases.items():
         code, _, err = run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--checkpoint", checkpoint)
         assert_one_line_error(code, err, needle, checkpoint.name)
+    monkeypatch.setattr("inpaint.predict.PRETRAINED", tmp_path / "no_models")  # an install without package data
     code, _, err = run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--checkpoint", "pretrained")
-    assert_one_line_error(code, err, "no pretrained model is committed yet; pass a checkpoint path")
+    assert_one_line_error(code, err, "no pretrained model in", "reinstall inpaint or pass a checkpoint path")
     assert not (tmp_path / "out.nii.gz").exists()
 
 

@@ -51,3 +51,16 @@ def test_loss_terms_register_once():
 def test_unknown_generator_lists_the_choices():
     with pytest.raises(KeyError, match="dense_unet, linear, unet3d"):
         InpaintingModule({"name": "transformer"})
+
+
+def test_inference_can_switch_off_the_data_consistency_a_model_was_trained_with():
+    torch.manual_seed(0)
+    module = InpaintingModule(SMALL, model={"data_consistency": True}).eval()
+    x = torch.rand(1, 1, 32, 32, 32)
+    known = torch.zeros_like(x)
+    known[..., ::4] = 1
+    mask = torch.ones_like(x)
+    on, off = (module.predict_volume(x, known, mask, data_consistency=dc) for dc in (True, False))
+    torch.testing.assert_close(on[0][..., ::4], x[0, 0][..., ::4])
+    assert not torch.allclose(off[0][..., ::4], x[0, 0][..., ::4])
+    torch.testing.assert_close(on[0][..., 1::4], off[0][..., 1::4])  # missing slices are the network's either way

@@ -1,0 +1,50 @@
+"""The committed pretrained DenseUNet: small, loadable by name, described by its card, better than linear."""
+
+from __future__ import annotations
+
+import re
+
+import nibabel as nib
+import numpy as np
+
+from inpaint.evaluate import main as evaluate
+from inpaint.predict import PRETRAINED, data_info, load_module
+from inpaint.predict import main as predict
+from tests.conftest import phantom
+from tests.inpaint.test_predict import make_sparse
+
+CARD = PRETRAINED / "MODEL_CARD.md"
+
+
+def test_pretrained_file_is_small_and_its_card_matches_it():
+    path = PRETRAINED / "dense_unet.ckpt"
+    assert path.stat().st_size < 20 * 2**20
+    module = load_module("pretrained")
+    assert module.checkpoint_path == str(path) and module.hparams.generator["name"] == "dense_unet"
+    card = CARD.read_text()
+    parameters = sum(p.numel() for p in module.generator.parameters())
+    assert f"{parameters:,}" in card, "the card's parameter count is not the model's"
+    info = data_info(module)
+    assert info["interval"] == 5 and f"interval {info['interval']}" in card
+    for key in ("residual", "known_channel", "data_consistency"):
+        assert re.search(rf"`model\.{key}={str(module.model_cfg[key]).lower()}`", card), key
+    assert "CC0" in card and "ds002748" in card
+
+
+def test_pretrained_predicts_a_sparse_scan_from_the_cli(tmp_path, capsys):
+    sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(seed=5), np.eye(4), 2)
+    assert predict([str(sparse), "-o", str(tmp_path / "dense.nii.gz"), "--checkpoint", "pretrained"]) == 0, \
+        capsys.readouterr().err
+    dense = nib.load(tmp_path / "dense.nii.gz").get_fdata()
+    assert dense.shape == (40, 44, 36) and np.isfinite(dense).all()
+    np.testing.assert_allclose(dense[:, :, ::5], nib.load(sparse).get_fdata(), atol=1e-3)  # trained with DC
+
+
+def test_pretrained_beats_linear_on_a_test_subject(shared_data, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert evaluate(["--data", str(shared_data), "--subjects", "sub-11", "--checkpoint", "dense_unet=pretrained",
+                     "--methods", "linear", "--no-figures", "--out", str(out)]) == 0
+    capsys.readouterr()
+    rows = {r.split(",")[1]: [float(v) for v in r.split(",")[2:6]] for r in (out / "metrics.csv").read_text().split()[1:]}
+    (psnr, ssim, hfen, _), (psnr0, ssim0, hfen0, _) = rows["dense_unet"], rows["linear"]
+    assert psnr > psnr0 and ssim > ssim0 and hfen < hfen0
