@@ -75,6 +75,8 @@ def _versions() -> str:
 def segment_markdown(rows: list[dict[str, Any]], methods: list[str], references: list[dict[str, Any]]) -> list[str]:
     """Dice per tissue, volume bias (method - reference, mL) and volume correlation with the reference."""
     tissues = ("gm", "wm", "csf")
+    failed = [r for r in references if degenerate_segmentation(r)]
+    references = [r for r in references if not degenerate_segmentation(r)]
     reference = {r["subject"]: r for r in references}
     header = [f"Dice {t.upper()}" for t in tissues] + [f"{t.upper()} volume bias (mL)" for t in tissues] + [
         f"r {t.upper()} volume" for t in tissues]
@@ -91,7 +93,22 @@ def segment_markdown(rows: list[dict[str, Any]], methods: list[str], references:
             a, b = (np.array([p[i][f"vol_{t}"] for p in pairs]) for i in (0, 1))
             cells.append(f"{np.corrcoef(a, b)[0, 1]:.3f}" if len(pairs) > 2 and a.std() > 0 and b.std() > 0 else "—")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if failed:
+        detail = "; ".join(f"{r['subject']} (" + ", ".join(f"{t.upper()} {r[f'vol_{t}']:.1f} mL" for t in tissues) + ")"
+                           for r in failed)
+        lines += ["", f"Excluded from this table: the reference segmentation of {len(failed)} subject(s) has a tissue class "
+                  f"under {DEGENERATE_FRACTION:.0%} of the brain, i.e. Atropos failed on the reference itself (twice alike): "
+                  f"{detail}. The image metrics above include them."]
     return lines
+
+
+DEGENERATE_FRACTION = 0.05  # a tissue class this small a fraction of the brain means a failed segmentation
+
+
+def degenerate_segmentation(reference: dict[str, Any]) -> bool:
+    """True when one tissue of a ``segment_reference.csv`` row holds < 5 % of the brain volume."""
+    volumes = [reference[f"vol_{t}"] for t in ("gm", "wm", "csf")]
+    return min(volumes) < DEGENERATE_FRACTION * sum(volumes)
 
 
 def summary_markdown(rows: list[dict[str, Any]], methods: list[str], info: dict[str, Any],

@@ -207,3 +207,20 @@ def test_compare_rows_from_two_folders_each_against_its_own_linear(tiny_root, tm
     assert cubic5[7].startswith(f"{gain:+.3f}")
     assert compare([f"x={tmp_path / 'i5'}:dense_unet"]) == 2 and "has no method 'dense_unet'" in capsys.readouterr().err
     assert compare(["nonsense"]) == 2 and "LABEL=FOLDER:METHOD" in capsys.readouterr().err
+
+
+def test_tissue_table_leaves_out_subjects_whose_reference_segmentation_failed():
+    from inpaint.figures import segment_markdown
+
+    def ref(subject, wm):
+        return {"subject": subject, "vol_gm": 500.0, "vol_wm": wm, "vol_csf": 300.0,
+                **{f"ceiling_dice_{t}": 0.99 for t in ("gm", "wm", "csf")}}
+
+    def row(subject, dice):
+        return {"subject": subject, "method": "linear", **{f"dice_{t}": dice for t in ("gm", "wm", "csf")},
+                **{f"vol_{t}": 400.0 for t in ("gm", "wm", "csf")}}
+
+    lines = segment_markdown([row("a", 0.9), row("b", 0.01)], ["linear"], [ref("a", 400.0), ref("b", 1.7)])
+    linear = next(line for line in lines if line.startswith("| linear |"))
+    assert linear.split(" | ")[1] == "0.9000"  # b's failed reference does not drag the mean down
+    assert any("Excluded" in line and "b (GM 500.0 mL, WM 1.7 mL, CSF 300.0 mL)" in line for line in lines)
