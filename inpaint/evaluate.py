@@ -120,7 +120,8 @@ def prepare_outdir(args: argparse.Namespace, settings: dict[str, Any], columns: 
     if metrics.exists() and args.resume:
         if saved.exists():
             old = json.loads(saved.read_text())
-            changed = [k for k in SETTINGS if old.get(k) != settings[k]]
+            defaults = build_parser()  # a setting newer than the folder had its default there
+            changed = [k for k in SETTINGS if old.get(k, defaults.get_default(k)) != settings[k]]
             if changed:
                 raise InputError(f"{saved}: --resume with {changed[0]}={settings[changed[0]]} but the earlier run used "
                                  f"{old.get(changed[0])}; use the same settings or --overwrite")
