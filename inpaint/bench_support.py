@@ -88,27 +88,25 @@ def load_case(path: Path | None, shape: tuple[int, int, int], interval: int = 5)
     Returns:
         ``input``, ``known``, ``mask``, ``target`` (the normalised original): (X, Y, Z) tensors, and ``name``.
     """
+    import numpy as np
+
+    from inpaint.data.degrade import degrade
     from inpaint.data.normalise import acquired_scale, normalise
-    from inpaint.interpolate import fill_missing, kept_indices, slice_axis
+    from inpaint.data.transforms import slice_last_permutation
 
     if path is not None:
         from inpaint.data.io import read_volume
 
         data, affine = read_volume(path)
-        data, axis, name = data[0], slice_axis(affine, str(path)), path.name.split(".")[0]
+        data, name = data[0], path.name.split(".")[0]
     else:
-        data, axis, name = phantom(shape), 2, "phantom"
-    kept = kept_indices(data.shape[axis], interval)
-    filled = fill_missing(data, axis, kept, "linear")
-    view = [1, 1, 1]
-    view[axis] = -1
-    known = torch.zeros(data.shape[axis], dtype=torch.uint8)
-    known[kept] = 1
-    known = known.view(view).expand(*data.shape).contiguous()
+        data, affine, name = phantom(shape), np.eye(4), "phantom"  # slice axis 2
+    sparse = degrade(data, affine, interval, 0, name)
+    known = sparse.known.to(torch.uint8)
     mask = (data > 0).to(torch.uint8)
-    scale = acquired_scale(filled, known, mask, name)
-    x, target = normalise(filled, scale), normalise(data, scale)
-    perm = [a for a in range(3) if a != axis] + [axis]
+    scale = acquired_scale(sparse.input, known, mask, name)
+    x, target = normalise(sparse.input, scale), normalise(data, scale)
+    perm = slice_last_permutation(sparse.axis)
     tensors = (("input", x), ("known", known), ("mask", mask), ("target", target))
     return {"name": name, **{k: t.permute(*perm).contiguous() for k, t in tensors}}
 

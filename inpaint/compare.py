@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from inpaint.data.io import InputError, atomic_write
-from inpaint.figures import METRICS, format_p, mean_std, paired, wilcoxon_p
+from inpaint.figures import METRICS, format_p, mean_std, paired, subjects_better, wilcoxon_p
 
 HEADER = ["row", "n", "PSNR (dB)", "SSIM", "HFEN", "missing-slice PSNR (dB)", "seam ratio", "PSNR gain (dB)",
           "SSIM gain", "HFEN change", "better than linear (PSNR/SSIM/HFEN)", "Wilcoxon p (PSNR)", "settings"]
@@ -59,11 +59,10 @@ def table_row(label: str, folder: Path, method: str) -> list[str]:
     values = {k: np.array([r.get(k, np.nan) for r in mine], dtype=np.float64) for k in (*METRICS, "seam")}
     gains = {k: paired(rows, method, k) for k in ("psnr", "ssim", "hfen")}
     base = method == "linear"
-    better = "/".join(str(int((gains[k] * (-1 if k == "hfen" else 1) > 0).sum())) for k in gains)
     cells = [label, str(len(mine))] + [mean_std(values[k], METRICS[k][1]) for k in ("psnr", "ssim", "hfen", "psnr_missing")]
     cells.append(mean_std(values["seam"], "{:.3f}"))
     cells += ["—"] * 5 if base else [mean_std(gains["psnr"], "{:+.3f}"), mean_std(gains["ssim"], "{:+.4f}"),
-                                     mean_std(gains["hfen"], "{:+.4f}"), f"{better} of {gains['psnr'].size}",
+                                     mean_std(gains["hfen"], "{:+.4f}"), f"{subjects_better(rows, method)} of {gains['psnr'].size}",
                                      format_p(wilcoxon_p(gains["psnr"]))]
     return cells + [settings_text(folder)]
 

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from inpaint.classical import CLASSICAL, brain_mask, degrade
 from inpaint.data.io import InputError, is_volume_file, read_volume, volume_stem
 from inpaint.data.subjects import VolumeFile, find_volumes, read_split_file
+from inpaint.data.transforms import slice_last_permutation
 from inpaint.figures import box_plots, slice_panel, summary_markdown
 from inpaint.inference import patch_borders
 from inpaint.metrics import seam_ratio, volume_metrics
@@ -147,7 +148,7 @@ def saved_prediction(index: dict[str, Path], volume: VolumeFile, shape: tuple[in
 
 def file_order_borders(shape: tuple[int, ...], axis: int, overlap: int, patch: int = 32) -> list[list[int]]:
     """Patch-edge planes of the networks' grid (run with the slice axis last), per axis of the file's array."""
-    perm = [a for a in range(3) if a != axis] + [axis]
+    perm = slice_last_permutation(axis)
     borders = patch_borders(tuple(shape[a] for a in perm), patch, overlap)
     return [borders[perm.index(a)] for a in range(3)]
 

@@ -46,6 +46,11 @@ def wilcoxon_p(differences: np.ndarray) -> float:
     return float(wilcoxon(differences).pvalue)
 
 
+def subjects_better(rows: list[dict[str, Any]], method: str) -> str:
+    """``"P/S/H"``: how many subjects ``method`` beats linear on in PSNR, SSIM (higher) and HFEN (lower)."""
+    return "/".join(str(int((paired(rows, method, k) * (-1 if k == "hfen" else 1) > 0).sum())) for k in ("psnr", "ssim", "hfen"))
+
+
 def mean_std(values: np.ndarray, fmt: str) -> str:
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -136,10 +141,9 @@ def summary_markdown(rows: list[dict[str, Any]], methods: list[str], info: dict[
                   for k in (*METRICS, "seam", "seconds")}
         gain = paired(rows, m, "psnr")
         base = m == "linear" or gain.size == 0
-        better = "/".join(str(int((paired(rows, m, k) * (-1 if k == "hfen" else 1) > 0).sum())) for k in ("psnr", "ssim", "hfen"))
         cells = [f"**{m}**", str(len(table[m]))] + [mean_std(values[k], fmt) for k, (_, fmt) in METRICS.items()]
         cells += [mean_std(values["seam"], "{:.3f}"), "—" if base else mean_std(gain, "{:+.3f}"),
-                  "—" if base else f"{better} of {gain.size}",
+                  "—" if base else f"{subjects_better(rows, m)} of {gain.size}",
                   "—" if base else format_p(wilcoxon_p(gain)), mean_std(values["seconds"], "{:.2f}").split(" ±")[0]]
         lines.append("| " + " | ".join(cells) + " |")
     others = [m for m in methods if m != "linear" and n_pairs[m]]

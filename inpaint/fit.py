@@ -108,13 +108,14 @@ def data_info(datamodule: InpaintDataModule) -> dict[str, Any]:
     """Voxel spacing of the first training volume (slice axis last), the interval and slice model trained at."""
     import nibabel as nib
 
+    from inpaint.data.transforms import slice_last_permutation
     from inpaint.interpolate import slice_axis
 
     volumes = datamodule.splits["train"] or datamodule.splits["val"]
     image = nib.load(str(volumes[0].image))
     zooms = [float(z) for z in image.header.get_zooms()[:3]]
     axis = slice_axis(image.affine, str(volumes[0].image))
-    spacing = [z for a, z in enumerate(zooms) if a != axis] + [zooms[axis]]
+    spacing = [zooms[a] for a in slice_last_permutation(axis)]
     return {"spacing": spacing, "interval": int(datamodule.cfg.interval), "skull_stripped": True,
             "thick_slices": bool(datamodule.cfg.thick_slices)}
 

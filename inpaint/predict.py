@@ -27,6 +27,7 @@ from inpaint.classical import CLASSICAL, Degraded, brain_mask, classical_fill, d
 from inpaint.data.degrade import known_volume
 from inpaint.data.io import InputError, is_volume_file, read_volume, write_volume
 from inpaint.data.normalise import acquired_scale, denormalise, normalise
+from inpaint.data.transforms import slice_last_permutation
 from inpaint.interpolate import kept_indices, sparse_to_dense
 from inpaint.metrics import volume_metrics
 
@@ -118,7 +119,7 @@ def network_fill(module: Any, degraded: Degraded, mask: torch.Tensor, *, spacing
     if data_consistency is None:
         data_consistency = bool(module.model_cfg["data_consistency"])
     scale = acquired_scale(degraded.input, degraded.known, mask, source)
-    perm = [a for a in range(3) if a != degraded.axis] + [degraded.axis]
+    perm = slice_last_permutation(degraded.axis)
     x, known, brain = (t.permute(*perm) for t in (normalise(degraded.input, scale), degraded.known, mask))
     size = _inplane_size(tuple(x.shape), spacing, module, source)
     if size is not None:
@@ -146,7 +147,7 @@ def fill(method: str | Any, degraded: Degraded, mask: torch.Tensor, source: str 
 
 def spacing_slice_last(affine: np.ndarray, axis: int) -> list[float]:
     zooms = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
-    return [float(zooms[a]) for a in range(3) if a != axis] + [float(zooms[axis])]
+    return [float(zooms[a]) for a in slice_last_permutation(axis)]
 
 
 def upsampling_factor(slice_spacing: float, target: float, source: str) -> int:

@@ -42,7 +42,6 @@ class Degraded:
     kept: torch.Tensor
     interval: int
     offset: int
-    thick: bool = False
 
 
 def slab_means(volume: torch.Tensor, axis: int, kept: torch.Tensor, thickness: int) -> torch.Tensor:
@@ -55,8 +54,8 @@ def slab_means(volume: torch.Tensor, axis: int, kept: torch.Tensor, thickness: i
     n = volume.shape[axis]
     lo = (kept - (thickness - 1) // 2).clamp(0, n)
     hi = (kept + thickness // 2 + 1).clamp(0, n)
-    moved = volume.float().movedim(axis, 0)
-    cumulative = torch.cat([torch.zeros_like(moved[:1], dtype=torch.float64), moved.double().cumsum(0)])
+    moved = volume.movedim(axis, 0).double()
+    cumulative = torch.cat([torch.zeros_like(moved[:1]), moved.cumsum(0)])
     sums = cumulative[hi] - cumulative[lo]
     counts = (hi - lo).double().view(-1, *[1] * (moved.ndim - 1))
     return (sums / counts).float().movedim(0, axis)
@@ -103,7 +102,7 @@ def degrade(reference: torch.Tensor, affine: np.ndarray, interval: int = 5, offs
         acquired.index_copy_(axis, kept, slab_means(reference, axis, kept, interval))
     filled = fill_missing(acquired, axis, kept, "linear")
     known = known_volume(tuple(reference.shape), axis, kept).bool()
-    return Degraded(filled, known, axis, kept, interval, offset, thick)
+    return Degraded(filled, known, axis, kept, interval, offset)
 
 
 class Degrade(tio.Transform):
