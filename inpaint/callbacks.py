@@ -15,11 +15,13 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torchio as tio
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
-from inpaint.constants import INPUT, KNOWN, MASK, TARGET
+from inpaint.constants import INPUT, KNOWN, MASK, SLICE_AXIS, TARGET
 from inpaint.data.io import atomic_write
+from inpaint.data.normalise import acquired_scale, normalise
+from inpaint.data.transforms import slice_last_permutation
+from inpaint.system import patch_count
 
 log = logging.getLogger(__name__)
 PANEL_KEY = "val/panel"
@@ -66,7 +68,7 @@ class PatchThroughput(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self.batches += 1
-        self.patches += int(batch[INPUT][tio.DATA].shape[0]) * trainer.world_size
+        self.patches += patch_count(batch) * trainer.world_size
         if self.batches >= max(1, trainer.log_every_n_steps):
             self._log(trainer)
 
@@ -82,24 +84,24 @@ class PatchThroughput(L.Callback):
         self._reset()
 
 
-def _volume(x: torch.Tensor) -> np.ndarray:
-    """(1, 1, X, Y, Z), (1, X, Y, Z) or (X, Y, Z) -> float32 (X, Y, Z) array."""
+def _volume(x: torch.Tensor, perm: list[int]) -> np.ndarray:
+    """(1, 1, X, Y, Z), (1, X, Y, Z) or (X, Y, Z) -> float32 (X, Y, Z) array, axes in ``perm`` order."""
     x = x.detach().float().cpu()
     while x.ndim > 3:
         x = x[0]
-    return x.numpy()
+    return x.permute(*perm).numpy()
 
 
 def panel_image(batch: dict[str, Any], pred: torch.Tensor | None = None) -> np.ndarray:
-    """Slices of one whole validation volume, normalised units shown in [-1, 1].
+    """Slices of one whole validation volume, grey levels scaled as the networks see them ([-1, 1] from the acquired slices).
 
     Rows: reference, linear input, prediction (when given); columns: axial (through the missing slice
-    nearest the brain centre), coronal and sagittal (through the brain centre). The slice axis is the
-    last array axis (``SliceAxisLast``); the other two keep the file's voxel order.
+    nearest the brain centre), coronal and sagittal (through the brain centre), slice axis last.
 
     Args:
-        batch: a validation batch (``volume_batch``): ``target``, ``input``, ``known``, ``mask`` (1, 1, X, Y, Z).
-        pred: the normalised prediction (1, X, Y, Z) or None.
+        batch: a validation batch (``volume_batch``): ``target``, ``input``, ``known``, ``mask`` (1, 1, X, Y, Z)
+            in file voxel order and the input's units, and ``slice_axis`` (default 2).
+        pred: the prediction (1, X, Y, Z), same units, or None.
 
     Returns:
         An RGB uint8 image (H, W, 3).
@@ -107,10 +109,14 @@ def panel_image(batch: dict[str, Any], pred: torch.Tensor | None = None) -> np.n
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = [("reference", _volume(batch[TARGET])), ("linear input", _volume(batch[INPUT]))]
+    perm = slice_last_permutation(int(batch.get(SLICE_AXIS, 2)))
+    mask, known = _volume(batch[MASK], perm) > 0, _volume(batch[KNOWN], perm) > 0
+    linear = _volume(batch[INPUT], perm)
+    low, high = acquired_scale(torch.from_numpy(linear), torch.from_numpy(known), torch.from_numpy(mask), "panel")
+    rows = [("reference", _volume(batch[TARGET], perm)), ("linear input", linear)]
     if pred is not None:
-        rows.append(("prediction", _volume(pred)))
-    mask, known = _volume(batch[MASK]) > 0, _volume(batch[KNOWN]) > 0
+        rows.append(("prediction", _volume(pred, perm)))
+    rows = [(label, normalise(volume, (low, high))) for label, volume in rows]
     centre = np.argwhere(mask).mean(0).round().astype(int) if mask.any() else np.array(mask.shape) // 2
     missing = np.flatnonzero(~known.any(axis=(0, 1)))
     z = int(missing[np.abs(missing - centre[2]).argmin()]) if missing.size else int(centre[2])

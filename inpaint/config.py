@@ -39,6 +39,7 @@ class DataConfig:
     random_offset: bool = False  # training: draw the offset per subject load
     thick_slices: bool = False  # acquired slices are means over their slab of `interval` slices (clinical 2D)
     patch_size: int = 32
+    patch_slices: int = 8  # acquired-slice generators: acquired slices per training patch (patch_size^2 in-plane)
     patch_stride: int | None = 16  # patch centres on a stride lattice inside the brain (paper); null = any brain voxel
     samples_per_volume: int | None = None  # null = the number of lattice patches in the brain (one paper epoch)
     queue_length: int = 300  # per process (DDP: each rank holds its own queue of its share of subjects)

@@ -19,6 +19,7 @@ import logging
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +27,23 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from inpaint.classical import CLASSICAL, brain_mask, degrade
+from inpaint.checkpoint import load_module
+from inpaint.data.degrade import degrade
 from inpaint.data.io import InputError, is_volume_file, read_volume, volume_stem
 from inpaint.data.subjects import VolumeFile, find_volumes, read_split_file
-from inpaint.data.transforms import slice_last_permutation
+from inpaint.data.transforms import brain_mask, slice_last_permutation
 from inpaint.figures import box_plots, slice_panel, summary_markdown
 from inpaint.inference import patch_borders
+from inpaint.interpolate import METHODS
 from inpaint.metrics import seam_ratio, volume_metrics
-from inpaint.predict import CONSISTENCY, fill, load_module, spacing_slice_last
+from inpaint.restore import ACQUISITION, Restorer, defaults
 from inpaint.segment import COLUMNS as SEGMENT_COLUMNS
 from inpaint.segment import TissueScorer, require_ants
 
 log = logging.getLogger("inpaint")
 COLUMNS = ["subject", "method", "psnr", "ssim", "hfen", "psnr_missing", "seam", "seconds"]
 SETTINGS = ("interval", "offset", "overlap", "aggregation", "segment", "thick_slices", "data_consistency")
+CONSISTENCY = {"trained": None, "on": True, "off": False}  # --data-consistency -> the restore setting
 
 
 class SubjectError(InputError):
@@ -87,19 +91,50 @@ def prediction_index(folder: str, name: str) -> dict[str, Path]:
 
 
 def build_methods(args: argparse.Namespace) -> dict[str, Any]:
-    """Method name -> a classical name (str), a loaded module, or a {stem: path} dict of saved predictions."""
+    """Method name -> a :class:`Restorer` (classical or a loaded checkpoint) or a {stem: path} dict of saved predictions.
+
+    Restorers start from each checkpoint's settings; ``--overlap``, ``--aggregation`` and
+    ``--data-consistency`` override them when given.
+    """
     classical = ["linear"] + [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "linear"]
-    bad = [m for m in classical if m not in CLASSICAL]
+    bad = [m for m in classical if m not in METHODS]
     if bad:
-        raise InputError(f"--methods: unknown method {bad[0]!r}; choose from {', '.join(CLASSICAL)}")
-    methods: dict[str, Any] = {m: m for m in classical}
+        raise InputError(f"--methods: unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
+    overrides = {"overlap": args.overlap, "aggregation": args.aggregation,
+                 "data_consistency": CONSISTENCY[args.data_consistency or "trained"]}
+    methods: dict[str, Any] = {m: Restorer(m) for m in classical}
     for flag, specs in (("--checkpoint", named(args.checkpoint, "--checkpoint")),
                         ("--prediction", named(args.prediction, "--prediction"))):
         for name, target in specs.items():
             if name in methods:
                 raise InputError(f"{flag} {name}=...: the name {name!r} is already used; choose another")
-            methods[name] = load_module(target, args.device) if flag == "--checkpoint" else prediction_index(target, name)
+            methods[name] = (Restorer(load_module(target, args.device), overrides) if flag == "--checkpoint"
+                             else prediction_index(target, name))
     return methods
+
+
+def acquisition(args: argparse.Namespace, methods: dict[str, Any]) -> dict[str, Any]:
+    """Interval, offset and thick slices of the degradation every method is scored on.
+
+    A flag wins; else the value the checkpoints were trained with (they must agree); else the default.
+    """
+    networks = {n: m for n, m in methods.items() if isinstance(m, Restorer) and not m.classical}
+    resolved = {}
+    for key in ACQUISITION:
+        given = getattr(args, key)
+        trained = {n: m.settings[key] for n, m in networks.items() if m.sources[key] == "checkpoint"}
+        if given is not None:
+            resolved[key] = given
+        elif len(set(trained.values())) > 1:
+            raise InputError(f"the checkpoints were trained with different {key.replace('_', ' ')} ({trained}); "
+                             f"pass --{key.replace('_', '-')} to score them on one degradation")
+        else:
+            resolved[key] = next(iter(trained.values()), defaults()[key])
+    for restorer in networks.values():  # each network is told the acquisition it is scored on
+        restorer.settings.update(resolved)
+        restorer.sources.update({k: "command line" if getattr(args, k) is not None else restorer.sources[k]
+                                 for k in ACQUISITION})
+    return resolved
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -146,48 +181,56 @@ def saved_prediction(index: dict[str, Path], volume: VolumeFile, shape: tuple[in
     return data[0]
 
 
-def file_order_borders(shape: tuple[int, ...], axis: int, overlap: int, patch: int = 32) -> list[list[int]]:
-    """Patch-edge planes of the networks' grid (run with the slice axis last), per axis of the file's array."""
+def file_order_borders(shape: tuple[int, ...], axis: int, restorer: Restorer) -> list[list[int]]:
+    """Patch-edge planes of a method's network grid (run with the slice axis last), per axis of the file's array."""
+    settings = restorer.settings
     perm = slice_last_permutation(axis)
-    borders = patch_borders(tuple(shape[a] for a in perm), patch, overlap)
+    borders = patch_borders(tuple(shape[a] for a in perm), settings["patch_size"], settings["overlap"])
     return [borders[perm.index(a)] for a in range(3)]
 
 
-def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], args: argparse.Namespace,
-                     done: set[tuple[str, str]], writer: Any, handle: Any, bar: Any, keep: bool,
-                     scorer: Any = None) -> dict[str, Any] | None:
-    """Fill and score one subject with every method not yet done; returns its volumes when ``keep``."""
+def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], setting: dict[str, Any], skip: set[str],
+                     panel: dict[str, Any] | None = None, scorer: Any = None) -> Iterator[dict[str, Any]]:
+    """Fill and score one subject with every method not in ``skip``: yields one metrics row per method.
+
+    Args:
+        volume: the reference volume (and mask).
+        methods: from :func:`build_methods`.
+        setting: the degradation (:func:`acquisition`).
+        skip: methods whose rows exist already.
+        panel: if given, filled with this subject's volumes and every method's prediction (for the slice panel).
+        scorer: a ``TissueScorer`` (``--segment``) or None.
+    """
     source = str(volume.image)
     data, affine = read_volume(volume.image)
     reference = data[0]
     mask = brain_mask(reference, read_volume(volume.mask)[0][0] if volume.mask else None, source)
-    degraded = degrade(reference, affine, args.interval, args.offset, source, args.thick_slices)
-    network_mask = mask if volume.mask else degraded.input > 0  # never peek at the missing reference slices
-    settings = {"overlap": args.overlap, "aggregation": args.aggregation,
-                "data_consistency": CONSISTENCY[args.data_consistency], "spacing": spacing_slice_last(affine, degraded.axis)}
-    if scorer is not None and any((volume.name, m) not in done for m in methods):
-        scorer.start(volume.name, reference, mask, tuple(np.linalg.norm(affine[:3, :3], axis=0)))
-    borders = file_order_borders(tuple(reference.shape), degraded.axis, args.overlap)
-    kept: dict[str, Any] = {"reference": reference, "mask": mask, "known": degraded.known, "affine": affine,
-                            "subject": volume.name, "predictions": {}}
+    degraded = degrade(reference, affine, setting["interval"], setting["offset"], source, setting["thick_slices"])
+    network_mask = mask if volume.mask else None  # None: input > 0, never the missing reference slices
+    spacing = [float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)]
+    slice_last = [spacing[a] for a in slice_last_permutation(degraded.axis)]
+    if scorer is not None and any(m not in skip for m in methods):
+        scorer.start(volume.name, reference, mask, tuple(spacing))
+    if panel is not None:
+        panel.update({"reference": reference, "mask": mask, "known": degraded.known, "affine": affine,
+                      "subject": volume.name, "predictions": {}})
     for name, method in methods.items():
-        if (volume.name, name) in done and not keep:
+        if name in skip and panel is None:
             continue
         start = time.perf_counter()
         if isinstance(method, dict):
-            filled, seconds = saved_prediction(method, volume, tuple(reference.shape)), float("nan")
+            filled, seconds, borders = saved_prediction(method, volume, tuple(reference.shape)), float("nan"), None
         else:
-            filled = fill(method, degraded, network_mask, source, **settings)
+            filled = method(degraded, network_mask, slice_last, source)
             seconds = time.perf_counter() - start
-        if keep:
-            kept["predictions"][name] = filled
-        if (volume.name, name) not in done:
-            row = {"subject": volume.name, "method": name, **volume_metrics(filled, reference, mask, degraded.known),
-                   "seam": seam_ratio(filled, mask, borders), "seconds": seconds, **(scorer.score(filled) if scorer is not None else {})}
-            writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
-            handle.flush()
-            bar.update()
-    return kept if keep else None
+            borders = file_order_borders(tuple(reference.shape), degraded.axis, method)
+        if panel is not None:
+            panel["predictions"][name] = filled
+        if name not in skip:
+            seam = seam_ratio(filled, mask, borders or file_order_borders(tuple(reference.shape), degraded.axis,
+                                                                          methods["linear"]))
+            yield {"subject": volume.name, "method": name, **volume_metrics(filled, reference, mask, degraded.known),
+                   "seam": seam, "seconds": seconds, **(scorer.score(filled) if scorer is not None else {})}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,14 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a trained generator (.ckpt from inpaint.fit, or 'pretrained'); repeatable")
     parser.add_argument("--prediction", action="append", default=[], metavar="NAME=DIR",
                         help="volumes predicted elsewhere, matched to references by file name; repeatable")
-    parser.add_argument("--interval", type=int, default=5, metavar="N", help="keep every N-th axial slice (default: 5)")
-    parser.add_argument("--offset", type=int, default=0, metavar="K",
-                        help="kept slices: k %% interval == K, 0-based in the file's voxel order (default: 0)")
-    parser.add_argument("--thick-slices", action="store_true",
-                        help="acquired slices are means over their slab of N slices (slice thickness = spacing)")
-    parser.add_argument("--overlap", type=int, default=8, metavar="VOXELS", help="network patch overlap, even (default: 8)")
-    parser.add_argument("--aggregation", choices=("average", "hann"), default="average", help="how network patch overlaps are merged (default: average, as the paper)")
-    parser.add_argument("--data-consistency", choices=tuple(CONSISTENCY), default="trained",
+    parser.add_argument("--interval", type=int, metavar="N",
+                        help="keep every N-th axial slice (default: as the checkpoints were trained, else 5)")
+    parser.add_argument("--offset", type=int, metavar="K",
+                        help="kept slices: k %% interval == K, 0-based in the file's voxel order (default: as trained, else 0)")
+    parser.add_argument("--thick-slices", action="store_true", default=None,
+                        help="acquired slices are means over their slab of N slices (default: as trained, else thin)")
+    parser.add_argument("--overlap", type=int, metavar="VOXELS",
+                        help="network patch overlap, even (default: as each checkpoint was trained)")
+    parser.add_argument("--aggregation", choices=("average", "hann"),
+                        help="how network patch overlaps are merged (default: as each checkpoint was trained)")
+    parser.add_argument("--data-consistency", choices=tuple(CONSISTENCY),
                         help="copy the acquired slices into network outputs: as each checkpoint was trained (default), "
                              "or on/off for all")
     parser.add_argument("--subjects", metavar="IDS", help="comma-separated subject ids, e.g. sub-02,sub-03 (default: all)")
@@ -240,44 +286,50 @@ def run(args: argparse.Namespace, command: str) -> Path:
         if missing:
             raise InputError(f"--prediction {name}: no file named {volume_stem(missing[0].image)}.nii(.gz) for "
                              f"{missing[0].name} ({len(missing)} missing); name predictions as their reference files")
-    settings = {k: getattr(args, k) for k in SETTINGS}
+    setting = acquisition(args, methods)
+    settings = {**{k: getattr(args, k) for k in SETTINGS}, **setting}
     if args.segment:
         require_ants()  # fail before any work
     columns = COLUMNS + (SEGMENT_COLUMNS if args.segment else [])
     done = prepare_outdir(args, settings, columns)
     scorer = TissueScorer(Path(args.out), fresh=not args.resume) if args.segment else None
-    panel = args.panel_subject or volumes[0].name
-    if args.panel_subject and panel not in {v.name for v in volumes}:
-        raise InputError(f"--panel-subject {panel!r} is not among the evaluated subjects")
+    panel_name = args.panel_subject or volumes[0].name
+    if args.panel_subject and panel_name not in {v.name for v in volumes}:
+        raise InputError(f"--panel-subject {panel_name!r} is not among the evaluated subjects")
     out = Path(args.out)
     todo = sum((v.name, m) not in done for v in volumes for m in methods)
-    panel_data = None
+    panel: dict[str, Any] = {}
     with (out / "metrics.csv").open("a", newline="") as handle, tqdm(total=todo, unit="row", desc="evaluate") as bar:
         writer = csv.DictWriter(handle, columns)
         for volume in volumes:
-            keep = volume.name == panel and not args.no_figures
-            if not keep and all((volume.name, m) in done for m in methods):
+            skip = {m for m in methods if (volume.name, m) in done}
+            keep = volume.name == panel_name and not args.no_figures
+            if not keep and len(skip) == len(methods):
                 continue
             bar.set_postfix_str(volume.name)
             try:
-                result = evaluate_subject(volume, methods, args, done, writer, handle, bar, keep, scorer)
+                for row in evaluate_subject(volume, methods, setting, skip, panel if keep else None, scorer):
+                    writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
+                    handle.flush()
+                    bar.update()
             except (InputError, ValueError, RuntimeError) as error:
                 raise SubjectError(f"{volume.name} ({volume.image}): {error}") from None
-            panel_data = result or panel_data
     rows = read_rows(out / "metrics.csv")
     record = json.loads((out / "settings.json").read_text()) if (out / "settings.json").exists() else {}
     record["commands"] = [*record.get("commands", []), command]  # a resumed run lists every invocation
     (out / "settings.json").write_text(json.dumps(record, indent=2))
+    networks = {n: m for n, m in methods.items() if isinstance(m, Restorer) and not m.classical}
     info = {"commands": record["commands"], "data": str(args.data), "subjects": len({r["subject"] for r in rows}), **settings,
-            "checkpoints": {n: m.checkpoint_path for n, m in methods.items() if hasattr(m, "checkpoint_path")},
+            "checkpoints": {n: m.method.checkpoint_path for n, m in networks.items()},
+            "restore": {n: m.describe() for n, m in networks.items()},
             "predictions": dict(named(args.prediction, "--prediction")), "device": args.device}
     segments = scorer.reference_rows() if scorer is not None else None
     (out / "summary.md").write_text(summary_markdown(rows, list(methods), info, segments))
     if not args.no_figures:
         figures = out / "figures"
-        box_plots(rows, list(methods), figures, f"; interval {args.interval}, offset {args.offset}")
-        if panel_data is not None:
-            slice_panel(panel_data, rows, figures / f"panel_{panel}.png", args.interval, args.offset)
+        box_plots(rows, list(methods), figures, f"; interval {setting['interval']}, offset {setting['offset']}")
+        if panel:
+            slice_panel(panel, rows, figures / f"panel_{panel_name}.png", setting["interval"], setting["offset"])
     return out
 
 

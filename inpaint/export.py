@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from inpaint.checkpoint import load_module, read_checkpoint
 from inpaint.data.io import InputError, atomic_write
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -35,13 +36,11 @@ def slim(checkpoint: dict[str, Any], dtype: torch.dtype = torch.float16) -> dict
 
 def export(source: Path, output: Path, dtype: str = "fp16", overwrite: bool = False) -> int:
     """Write the slim copy of ``source`` to ``output``; returns its size in bytes."""
-    from inpaint.predict import load_module
-
-    load_module(str(source))  # one-line errors for anything that is not an inpaint checkpoint
+    load_module(str(source))  # one-line errors for anything that is not an inpaint checkpoint, before any writing
     if output.exists() and not overwrite:
         raise InputError(f"{output} exists; pass --overwrite to replace it")
     buffer = io.BytesIO()
-    torch.save(slim(torch.load(source, map_location="cpu", weights_only=False), DTYPES[dtype]), buffer)
+    torch.save(slim(read_checkpoint(source), DTYPES[dtype]), buffer)
     atomic_write(output, buffer.getvalue())
     return len(buffer.getvalue())
 

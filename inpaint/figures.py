@@ -123,8 +123,9 @@ def summary_markdown(rows: list[dict[str, Any]], methods: list[str], info: dict[
     Args:
         rows: metrics.csv rows (``subject, method, psnr, ssim, hfen, psnr_missing, seconds``), floats parsed.
         methods: method names in display order (``linear`` first).
-        info: ``commands`` (every invocation that wrote these rows), ``data, subjects, interval, offset, overlap, aggregation, thick_slices, data_consistency (trained/on/off), device``
-            and ``checkpoints``/``predictions`` name -> path dicts.
+        info: ``commands`` (every invocation that wrote these rows), ``data, subjects, interval, offset, thick_slices,
+            device``, ``checkpoints``/``predictions`` name -> path dicts and ``restore``: name -> the settings each
+            checkpoint was restored with and where each came from (``Restorer.describe``).
         segments: rows of ``segment_reference.csv`` when ``--segment`` was given (tissue table added).
     """
     table = _by_method(rows)
@@ -163,9 +164,10 @@ def summary_markdown(rows: list[dict[str, Any]], methods: list[str], info: dict[
               *[f"- command{' (resumed)' if i else ''}: `{c}`" for i, c in enumerate(info["commands"])],
               f"- degradation: keep slices k % {info['interval']} == {info['offset']} along the S/I voxel axis (file order)"
               + (f", each the mean of its slab of {info['interval']} slices (thick slices)" if info.get("thick_slices") else ""),
-              f"- network inference: overlap {info['overlap']}, aggregation {info['aggregation']}, "
-              f"data consistency (acquired slices copied back) {info['data_consistency']}, device {info['device']}"]
-    lines += [f"- checkpoint {n}: `{p}`" for n, p in info.get("checkpoints", {}).items()]
+              f"- device: {info['device']}"]
+    restore = info.get("restore", {})
+    lines += [f"- checkpoint {n}: `{p}`" + (f"; restored with {restore[n]}" if n in restore else "")
+              for n, p in info.get("checkpoints", {}).items()]
     lines += [f"- prediction {n}: `{p}`" for n, p in info.get("predictions", {}).items()]
     lines += [f"- versions: {_versions()}", f"- written: {datetime.datetime.now().isoformat(timespec='seconds')}", ""]
     return "\n".join(lines)

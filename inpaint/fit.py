@@ -54,6 +54,7 @@ from inpaint.data.module import InpaintDataModule
 from inpaint.data.subjects import subject_name
 from inpaint.loggers import make_logger
 from inpaint.system import InpaintingModule
+from models import GENERATORS
 from models.layers import BatchRenorm3d
 
 log = logging.getLogger("inpaint")
@@ -160,7 +161,8 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = run_directory(cfg, ckpt_path)
     os.environ[RUN_DIR_ENV] = str(run_dir)
-    datamodule = InpaintDataModule(cfg.data, cfg.seed)
+    acquired_grid = getattr(GENERATORS.get(cfg.generator.name), "grid", "full") == "acquired"
+    datamodule = InpaintDataModule(cfg.data, cfg.seed, acquired_grid)
     datamodule.prepare_data()
     datamodule.setup("fit")
     config = configuration.to_container(cfg)

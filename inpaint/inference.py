@@ -247,3 +247,79 @@ def infer_volume(
         acquired = known.cpu() > 0
         result[acquired] = volume_cpu[acquired]
     return result
+
+
+def receptive_radius(generator: torch.nn.Module) -> int:
+    """In-plane voxels on each side that an acquired-slice generator's output depends on (its convs' halo)."""
+    convs = [m for m in generator.modules() if isinstance(m, torch.nn.Conv3d)]
+    return sum(int(m.kernel_size[0]) // 2 for m in convs)
+
+
+@torch.no_grad()
+def infer_acquired(
+    generator: torch.nn.Module,
+    volume: torch.Tensor,
+    known: torch.Tensor,
+    mask: torch.Tensor,
+    predict_acquired: bool = False,
+    data_consistency: bool = True,
+    device: torch.device | str | None = None,
+    bf16: bool = False,
+    tile: int | None = None,
+    heap: bool = True,
+) -> torch.Tensor:
+    """Whole-volume inference of an acquired-slice generator (``models.slice_resnet``), no patches.
+
+    The trunk runs once over the acquired slices of the brain's in-plane bounding box (grown by the
+    generator's receptive radius), the head emits every missing slice between them; outside that box
+    and beyond the first/last acquired slice the linear input is kept. No patch grid, so no seams.
+
+    Args:
+        generator: ``trunk``/``head_inputs``/``emit`` as ``models.slice_resnet.SliceResNet``, in eval mode.
+        volume: interpolated input (..., X, Y, Z), normalised, slice axis last.
+        known: acquired-slice mask, same shape (evenly spaced acquired slices).
+        mask: brain mask, same shape.
+        predict_acquired: also predict the acquired positions (``t = 0``: thick-slice models); else
+            they stay exact.
+        data_consistency: copy the acquired slices of ``volume`` into the result (a no-op unless
+            ``predict_acquired``).
+        device: where the network runs (default: the volume's device).
+        bf16: bfloat16 autocast (CUDA, and CPUs with bf16 units).
+        tile: None = the whole box at once; T = in-plane windows of at most T x T voxels (plus the
+            receptive halo), for volumes too large for memory. Equal up to float rounding.
+        heap: on the CPU, reuse freed memory (``heap_allocations``).
+
+    Returns:
+        (1, X, Y, Z) float32 on the CPU, normalised units.
+    """
+    from inpaint.data.acquired import acquired_slices
+
+    volume, known, mask = (t.reshape(*t.shape[-3:]) for t in (volume, known, mask))
+    device = torch.device(device) if device is not None else volume.device
+    kept, gap = acquired_slices(known)
+    result = volume.detach().cpu().float().clone()
+    brain = torch.nonzero(mask.cpu() > 0)
+    if len(brain) == 0:
+        return result[None]
+    halo = receptive_radius(generator)
+    box = [(max(0, int(brain[:, a].min()) - halo), min(volume.shape[a], int(brain[:, a].max()) + 1 + halo)) for a in (0, 1)]
+    step = tile or max(b - a for a, b in box)
+    first = 0 if predict_acquired else 1
+    gaps = torch.full((1,), float(gap), device=device)
+    with heap_allocations(heap and device.type == "cpu"):
+        for x0 in range(box[0][0], box[0][1], step):
+            for y0 in range(box[1][0], box[1][1], step):
+                x1, y1 = min(x0 + step, box[0][1]), min(y0 + step, box[1][1])
+                lo = (max(box[0][0], x0 - halo), max(box[1][0], y0 - halo))
+                hi = (min(box[0][1], x1 + halo), min(box[1][1], y1 + halo))
+                slices = volume[lo[0]:hi[0], lo[1]:hi[1]][..., kept].to(device, torch.float32)[None, None]
+                with _autocast(device, bf16):
+                    this, following = generator.head_inputs(generator.trunk(slices, gaps))
+                    for m in range(first, gap):
+                        values = generator.emit(this, following, slices, gaps, torch.full((1,), m / gap, device=device))
+                        values = values[0, 0, x0 - lo[0]:x1 - lo[0], y0 - lo[1]:y1 - lo[1]].float().cpu()
+                        count = len(kept) if m == 0 else len(kept) - 1
+                        result[x0:x1, y0:y1, kept[:count] + m] = values[..., :count]
+    if data_consistency:
+        result[..., kept] = volume.cpu().float()[..., kept]
+    return result[None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -12,15 +13,34 @@ import torchio as tio
 from torch import nn
 from torchmetrics import MeanMetric
 
-from inpaint.constants import INPUT, KNOWN, MASK, SCALE, TARGET
-from inpaint.data.normalise import denormalise
-from inpaint.inference import infer_volume
+from inpaint.config import InferenceConfig, LossConfig, ModelConfig, OptimConfig
+from inpaint.constants import (
+    ACQUIRED,
+    GAPS,
+    INPUT,
+    INTERVAL,
+    KNOWN,
+    MASK,
+    MASK_GIVEN,
+    NAME,
+    OFFSET,
+    SLICE_AXIS,
+    TARGET,
+    THICK,
+)
+from inpaint.inference import infer_acquired, infer_volume
 from inpaint.metrics import volume_metrics
+from inpaint.restore import Restorer, degraded_from_mask
 from models import GENERATORS
 from models.fuse import fuse_for_inference
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
 METRICS = ("psnr", "ssim", "hfen", "psnr_missing")
+
+
+def patch_count(batch: dict[str, Any]) -> int:
+    """Patches in a training batch, of either grid."""
+    return int((batch[INPUT] if INPUT in batch else batch[ACQUIRED])[tio.DATA].shape[0])
 
 
 def zero_output_layer(generator: nn.Module) -> None:
@@ -56,14 +76,17 @@ class InpaintingModule(L.LightningModule):
                  data_info: dict | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model_cfg = {"data_consistency": False, "known_channel": False, "residual": False, **(model or {})}
-        self.loss_cfg = {"l1": 1.0, **(loss or {})}
-        self.optim_cfg = {"lr": 3e-4, "betas": (0.9, 0.999), "weight_decay": 0.0, "step_epochs": 20, "gamma": 0.1,
-                          **(optim or {})}
-        self.inference_cfg = {"patch_size": 32, "overlap": 8, "aggregation": "average", "batch_size": 16,
-                              "bf16": False, "fuse": True, "tile": None, **(inference or {})}
+        self.model_cfg = {**asdict(ModelConfig()), **(model or {})}
+        self.loss_cfg = {**asdict(LossConfig()), **(loss or {})}
+        self.optim_cfg = {**asdict(OptimConfig()), **(optim or {})}
+        self.inference_cfg = {**asdict(InferenceConfig()), **(inference or {})}
         kwargs = dict(generator)
         name = kwargs.pop("name")
+        self.acquired_grid = getattr(GENERATORS.get(name), "grid", "full") == "acquired"
+        if self.acquired_grid and (self.model_cfg["known_channel"] or self.model_cfg["residual"]):
+            raise ValueError(f"generator {name!r} computes on the acquired slices and corrects linear interpolation by "
+                             "construction; drop model.known_channel and model.residual")
+        self.thick_slices = bool((data_info or {}).get("thick_slices", False))
         in_channels = 2 if self.model_cfg["known_channel"] else 1
         if kwargs.setdefault("in_channels", in_channels) != in_channels:
             raise ValueError(f"generator.in_channels={kwargs['in_channels']} but model.known_channel="
@@ -76,15 +99,15 @@ class InpaintingModule(L.LightningModule):
         self.val_means["psnr_gain"] = MeanMetric()
 
     def configure_model(self) -> None:
-        """Speed options of ``model`` (read with defaults until inpaint.config declares them).
+        """Speed options of ``model``.
 
         ``channels_last``: the generator's weights (so its activations) in channels-last 3D memory
         format, the layout cuDNN's and oneDNN's fastest 3D conv kernels use; ``compile``:
         ``nn.Module.compile()`` (torch.compile of the forward, state-dict keys unchanged).
         """
-        if self.model_cfg.get("channels_last", False):
+        if self.model_cfg["channels_last"]:
             self.generator.to(memory_format=torch.channels_last_3d)
-        if self.model_cfg.get("compile", False) and getattr(self.generator, "_compiled_call_impl", None) is None:
+        if self.model_cfg["compile"] and getattr(self.generator, "_compiled_call_impl", None) is None:
             self.generator.compile()
 
     def on_fit_start(self) -> None:
@@ -100,6 +123,9 @@ class InpaintingModule(L.LightningModule):
         """Register ``weight * fn(pred, target, batch)`` to be added to the loss in every training step."""
         if name in self.loss_terms or name == "l1":
             raise ValueError(f"loss term {name!r} is registered twice")
+        if self.acquired_grid:
+            raise ValueError(f"loss term {name!r} needs full-resolution patches, but generator "
+                             f"{self.hparams['generator']['name']!r} trains on the acquired-slice grid; remove it")
         self.loss_terms[name] = (fn, float(weight))
 
     def forward(self, inputs: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -123,6 +149,27 @@ class InpaintingModule(L.LightningModule):
         return out
 
     # -- training ------------------------------------------------------------------------------
+    def acquired_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """L1 on the missing slices of acquired-grid patches (``inpaint.data.acquired``), normalised units.
+
+        A patch has K acquired slices (B, 1, P, P, K) and gap targets (B, S, P, P, K); slot m of slice j is
+        a target when m < interval, j < K - 1 (the last slice's gap leaves the patch) and m >= 1, or m = 0
+        for thick slices (the acquired position is then predicted too).
+        """
+        slices, gaps = batch[ACQUIRED][tio.DATA].float(), batch[GAPS][tio.DATA].float()
+        if self.model_cfg["channels_last"]:
+            slices = slices.contiguous(memory_format=torch.channels_last_3d)
+        interval = torch.as_tensor(batch[INTERVAL], device=slices.device).view(-1)
+        thick = torch.as_tensor(batch[THICK], device=slices.device).view(-1).bool()
+        first, last = (0 if bool(thick.any()) else 1), int(interval.max())
+        slots = torch.arange(first, last, device=slices.device)
+        t = slots[None].float() / interval[:, None].float()
+        valid = (slots[None] < interval[:, None]) & ((slots[None] >= 1) | thick[:, None])  # (B, S')
+        valid = valid[:, :, None, None, None] & (torch.arange(slices.shape[-1], device=slices.device) < slices.shape[-1] - 1)
+        pred = self.generator(slices, interval.float(), t.clamp(max=1))[:, 0].permute(0, 4, 1, 2, 3)  # (B, S', P, P, K)
+        error = (pred - gaps[:, first:last]).abs()
+        return {"l1": self.loss_cfg["l1"] * error[valid.expand_as(error)].mean()}
+
     def model_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs, known, target = (batch[k][tio.DATA].float() for k in (INPUT, KNOWN, TARGET))
         pred = self(inputs, known)
@@ -132,9 +179,9 @@ class InpaintingModule(L.LightningModule):
         return pred, terms
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        _, terms = self.model_step(batch)
+        terms = self.acquired_step(batch) if self.acquired_grid else self.model_step(batch)[1]
         loss = torch.stack(list(terms.values())).sum()
-        batch_size = batch[INPUT][tio.DATA].shape[0]
+        batch_size = patch_count(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=batch_size)
@@ -166,6 +213,10 @@ class InpaintingModule(L.LightningModule):
         """
         settings = {**self.inference_cfg, **overrides}
         settings.setdefault("data_consistency", self.model_cfg["data_consistency"])
+        if self.acquired_grid:
+            return infer_acquired(self.generator, inputs, known, mask, predict_acquired=self.thick_slices,
+                                  data_consistency=settings["data_consistency"], device=self.device,
+                                  bf16=settings["bf16"], tile=settings["tile"], heap=settings["heap"])
         fn = self.inference_function(bool(settings.pop("fuse")))
         if settings.get("tile") is not None:
             settings.setdefault("multiple", int(getattr(self.generator, "size_multiple", 16)))
@@ -174,18 +225,18 @@ class InpaintingModule(L.LightningModule):
         return infer_volume(fn, inputs, known, mask, device=self.device, **settings)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        scale = batch[SCALE]
-        inputs, known, mask, target = (batch[k] for k in (INPUT, KNOWN, MASK, TARGET))
-        pred = self.predict_volume(inputs, known, mask).to(target.device)
-        reference = denormalise(target[0, 0].double(), scale)
-        flags = (mask[0, 0] > 0, known[0, 0] > 0)
-        ours = volume_metrics(denormalise(pred[0].double(), scale), reference, *flags)
-        linear = volume_metrics(denormalise(inputs[0, 0].double(), scale), reference, *flags)
+        """Restore one whole volume (file voxel order, original units) as ``inpaint.evaluate`` does, and score it."""
+        inputs, known, mask, target = (batch[k][0, 0].cpu() for k in (INPUT, KNOWN, MASK, TARGET))
+        degraded = degraded_from_mask(inputs.float(), known, batch[SLICE_AXIS], batch[INTERVAL], batch[OFFSET])
+        pred = Restorer(self)(degraded, mask > 0 if batch[MASK_GIVEN] else None, source=str(batch[NAME]))
+        reference, flags = target.double(), (mask > 0, known > 0)
+        ours = volume_metrics(pred.double(), reference, *flags)
+        baseline = volume_metrics(inputs.double(), reference, *flags)
         for m in METRICS:
             self.val_means[m].update(ours[m])
-            self.val_means[f"linear_{m}"].update(linear[m])
-        self.val_means["psnr_gain"].update(ours["psnr"] - linear["psnr"])
-        return {"pred": pred}
+            self.val_means[f"linear_{m}"].update(baseline[m])
+        self.val_means["psnr_gain"].update(ours["psnr"] - baseline["psnr"])
+        return {"pred": pred[None]}
 
     def on_validation_epoch_end(self) -> None:
         for key, metric in self.val_means.items():

@@ -3,6 +3,10 @@
 Contract of every generator: ``forward(x)`` takes ``(B, in_channels, X, Y, Z)`` (channel 0 the
 interpolated volume, optionally channel 1 the acquired-slice mask) and returns ``(B, 1, X, Y, Z)``.
 Class attribute ``size_multiple``: every spatial size must be a multiple of it.
+
+Acquired-slice generators (class attribute ``grid = "acquired"``, e.g. ``slice_resnet``) compute on the
+acquired slices only: ``forward(slices (B, 1, X, Y, K), gap (B,), t (B, S)) -> (B, 1, X, Y, K, S)``,
+the values at fractional positions ``t`` after each acquired slice. The others are full-resolution.
 """
 
 from models.registry import Registry
@@ -10,6 +14,6 @@ from models.registry import Registry
 GENERATORS = Registry("generator")
 
 # Import every module so that its @GENERATORS.register decorators run.
-from models import dense_unet, linear, unet3d  # noqa: E402,F401
+from models import dense_unet, linear, slice_resnet, unet3d  # noqa: E402,F401
 
 __all__ = ["GENERATORS", "Registry"]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torchio as tio
 
-from inpaint.constants import INPUT, INTERVAL, KNOWN, OFFSET, PATH, SLICE_AXIS, TARGET
+from inpaint.constants import INPUT, INTERVAL, KNOWN, OFFSET, PATH, SLICE_AXIS, TARGET, THICK
 from inpaint.data.io import InputError
 from inpaint.interpolate import fill_missing, kept_indices, slice_axis
 
@@ -111,7 +111,7 @@ class Degrade(tio.Transform):
     The slice axis comes from the affine (S/I), kept indices ``k % interval == offset`` are counted in
     the file's own voxel order, so this must run before any reorientation. Adds ``input`` (ScalarImage,
     the interpolated volume, (1, X, Y, Z)) and ``known`` (LabelMap, 1 on acquired slices) and stores
-    the slice axis, interval and offset as subject attributes.
+    the slice axis, interval, offset and thick flag as subject attributes.
 
     Args:
         interval: default interval.
@@ -142,4 +142,5 @@ class Degrade(tio.Transform):
         subject.add_image(tio.ScalarImage(tensor=sparse.input[None], affine=target.affine), INPUT)
         subject.add_image(tio.LabelMap(tensor=sparse.known[None].to(torch.uint8), affine=target.affine), KNOWN)
         subject[SLICE_AXIS], subject[INTERVAL], subject[OFFSET] = sparse.axis, interval, offset
+        subject[THICK] = self.thick
         return subject

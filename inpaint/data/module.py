@@ -14,7 +14,20 @@ import torch
 import torchio as tio
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from inpaint.constants import INPUT, KNOWN, MASK, NAME, PATH, SAMPLING, SCALE, SLICE_AXIS, TARGET
+from inpaint.constants import (
+    INPUT,
+    INTERVAL,
+    KNOWN,
+    MASK,
+    MASK_GIVEN,
+    NAME,
+    OFFSET,
+    PATH,
+    SAMPLING,
+    SLICE_AXIS,
+    TARGET,
+)
+from inpaint.data.acquired import AcquiredGrid
 from inpaint.data.degrade import Degrade
 from inpaint.data.demo import demo_dataset
 from inpaint.data.io import read_volume
@@ -91,11 +104,11 @@ class SeededQueue(Dataset):
 
 
 def volume_batch(subjects: list[tio.Subject]) -> dict[str, Any]:
-    """Collate one whole-volume subject into tensors: input/known/mask/target (1, 1, X, Y, Z) + metadata."""
+    """Collate one whole-volume subject: input/known/mask/target (1, 1, X, Y, Z), file voxel order, + metadata."""
     (subject,) = subjects
     batch = {key: subject[key].data[None] for key in (INPUT, KNOWN, MASK, TARGET)}
-    batch.update({NAME: subject[NAME], SCALE: subject[SCALE], "affine": subject[TARGET].affine,
-                  SLICE_AXIS: subject[SLICE_AXIS], PATH: subject[PATH]})
+    batch.update({key: subject[key] for key in (NAME, SLICE_AXIS, PATH, INTERVAL, OFFSET, MASK_GIVEN)})
+    batch["affine"] = subject[TARGET].affine
     return batch
 
 
@@ -112,12 +125,16 @@ class InpaintDataModule(L.LightningDataModule):
         data: the ``data`` section of the config (a dict or DictConfig).
         seed: base seed; each epoch's queue is seeded with (seed, epoch) so a resumed run draws the
             same patches as an uninterrupted one.
+        acquired_grid: training patches on the acquired-slice grid (``inpaint.data.acquired``), of
+            ``patch_size`` x ``patch_size`` x ``patch_slices`` acquired slices, for acquired-slice generators;
+            validation volumes are the same either way.
     """
 
-    def __init__(self, data: Any, seed: int = 0) -> None:
+    def __init__(self, data: Any, seed: int = 0, acquired_grid: bool = False) -> None:
         super().__init__()
         self.cfg = data
         self.seed = seed
+        self.acquired_grid = acquired_grid
         self.splits: dict[str, list[VolumeFile]] = {}
 
     # -- subjects ------------------------------------------------------------------------------
@@ -143,9 +160,12 @@ class InpaintDataModule(L.LightningDataModule):
         log.info("subjects: %s", ", ".join(f"{k} {len(v)}" for k, v in self.splits.items()))
 
     def base_transforms(self, training: bool) -> list[tio.Transform]:
+        """Mask + degradation; training adds normalisation and the slice axis last (validation volumes stay in
+        file order and original units: the system restores them as ``inpaint.evaluate`` does)."""
         c = self.cfg
-        degrade = Degrade(c.interval, c.offset, c.intervals if training else (), c.random_offset and training,
-                          c.thick_slices)
+        if not training:
+            return [PrepareVolume(), Degrade(c.interval, c.offset, thick=c.thick_slices)]
+        degrade = Degrade(c.interval, c.offset, c.intervals, c.random_offset, c.thick_slices)
         return [PrepareVolume(), degrade, Normalise(), SliceAxisLast()]
 
     def train_subjects(self) -> list[tio.Subject]:
@@ -158,6 +178,19 @@ class InpaintDataModule(L.LightningDataModule):
         if not subjects:
             raise ValueError(f"{self.root()}: no training subjects after the split; add volumes or lower the val/test fractions")
         return subjects
+
+    def patch_shape(self) -> tuple[int, int, int]:
+        """Training patch size (X, Y, Z): full-resolution voxels, or acquired slices along Z."""
+        c = self.cfg
+        return (c.patch_size, c.patch_size, c.patch_slices if self.acquired_grid else c.patch_size)
+
+    def patch_transforms(self) -> list[tio.Transform]:
+        """After ``base_transforms`` in training: the acquired-slice grid if asked, then the patch centres."""
+        c = self.cfg
+        if not self.acquired_grid:
+            return [PatchCentres(c.patch_size, c.patch_stride)]
+        slots = max([c.interval, *c.intervals])
+        return [AcquiredGrid(slots), PatchCentres(self.patch_shape(), (c.patch_stride, c.patch_stride, None))]
 
     # -- loaders -------------------------------------------------------------------------------
     def _rank_world(self) -> tuple[int, int]:
@@ -174,7 +207,7 @@ class InpaintDataModule(L.LightningDataModule):
         epoch_seed = (self.seed * 100003 + epoch * 1009 + rank) % 2**31
         if not hasattr(self, "_train_subjects"):
             self._train_subjects = self.train_subjects()
-        transform = tio.Compose([*self.base_transforms(training=True), PatchCentres(c.patch_size, c.patch_stride)])
+        transform = tio.Compose([*self.base_transforms(training=True), *self.patch_transforms()])
         dataset = tio.SubjectsDataset(self._train_subjects, transform=transform)
         subject_sampler, length = None, None
         if world > 1:  # this rank's subjects; the same number of patches (so of steps) on every rank
@@ -187,7 +220,7 @@ class InpaintDataModule(L.LightningDataModule):
         self.train_queue = SeededQueue(lambda: tio.Queue(
             dataset, max_length=c.queue_length,
             samples_per_volume=c.samples_per_volume or 1,
-            sampler=tio.LabelSampler(c.patch_size, label_name=SAMPLING),
+            sampler=tio.LabelSampler(self.patch_shape(), label_name=SAMPLING),
             subject_sampler=subject_sampler, shuffle_subjects=subject_sampler is None,
             num_workers=c.num_workers,
         ), epoch_seed, length)

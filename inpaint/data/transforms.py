@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torchio as tio
 
-from inpaint.constants import MASK, PATH, SAMPLING, SLICE_AXIS, TARGET
+from inpaint.constants import MASK, MASK_GIVEN, PATH, SAMPLING, SLICE_AXIS, TARGET
 from inpaint.data.io import InputError
 
 
@@ -26,11 +26,12 @@ def brain_mask(reference: torch.Tensor, mask: torch.Tensor | None = None, source
 
 
 class PrepareVolume(tio.Transform):
-    """Sets ``mask`` to :func:`brain_mask` (target > 0 when no mask file was given), as uint8."""
+    """Sets ``mask`` to :func:`brain_mask` (target > 0 when no mask file was given), as uint8, and ``mask_given``."""
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
         target = subject[TARGET]
         given = subject[MASK].data[0] if MASK in subject else None
+        subject[MASK_GIVEN] = given is not None
         brain = brain_mask(target.data[0], given, subject.get(PATH, "subject"))[None].to(torch.uint8)
         if MASK in subject:
             subject[MASK].set_data(brain)
@@ -62,34 +63,46 @@ class SliceAxisLast(tio.Transform):
         return subject
 
 
-def lattice_mask(mask: torch.Tensor, patch_size: int, stride: int | None) -> torch.Tensor:
+Size = int | tuple[int, int, int]
+
+
+def _per_axis(size: Size | None) -> tuple:
+    return tuple(size) if isinstance(size, (tuple, list)) else (size,) * 3
+
+
+def lattice_mask(mask: torch.Tensor, patch_size: Size, stride: Size | None) -> torch.Tensor:
     """(X, Y, Z) bool: brain voxels that can centre a whole patch, on a ``stride`` lattice if given.
 
-    TorchIO puts a patch of even size p at [c - p/2, c + p/2), so centres run from p/2 to n - p/2.
+    ``patch_size`` and ``stride`` are one value or one per axis (a stride of None or 0 on an axis: any
+    position). TorchIO puts a patch of size p at [c - p // 2, c - p // 2 + p), so centres run from
+    p // 2 to n - p + p // 2.
     """
     keep = mask > 0
-    half = patch_size // 2
-    for axis, n in enumerate(mask.shape):
+    for axis, (n, size, step) in enumerate(zip(mask.shape, _per_axis(patch_size), _per_axis(stride), strict=True)):
+        half = size // 2
         line = torch.zeros(n, dtype=torch.bool)
-        line[half : n - (patch_size - half) + 1] = True
-        if stride:
-            line &= (torch.arange(n) - half) % stride == 0
+        line[half : n - (size - half) + 1] = True
+        if step:
+            line &= (torch.arange(n) - half) % step == 0
         view = [1, 1, 1]
         view[axis] = -1
         keep = keep & line.view(view)
     return keep
 
 
-def check_fits(shape: tuple[int, ...], patch_size: int, source: str) -> None:
-    if min(shape) < patch_size:
-        raise InputError(f"{source}: volume {tuple(shape)} is smaller than data.patch_size={patch_size}; "
-                         "use a smaller patch size or pad the volume")
+def check_fits(shape: tuple[int, ...], patch_size: Size, source: str) -> None:
+    if any(n < p for n, p in zip(shape, _per_axis(patch_size), strict=True)):
+        raise InputError(f"{source}: volume {tuple(shape)} is smaller than the training patch {_per_axis(patch_size)}; "
+                         "use a smaller data.patch_size (or data.patch_slices) or pad the volume")
 
 
 class PatchCentres(tio.Transform):
-    """Adds ``sampling``: a LabelMap of allowed patch centres (brain voxels on the stride lattice)."""
+    """Adds ``sampling``: a LabelMap of allowed patch centres (brain voxels on the stride lattice).
 
-    def __init__(self, patch_size: int = 32, stride: int | None = 16, **kwargs) -> None:
+    ``patch_size`` and ``stride``: one value or one per axis (see :func:`lattice_mask`).
+    """
+
+    def __init__(self, patch_size: Size = 32, stride: Size | None = 16, **kwargs) -> None:
         super().__init__(**kwargs)
         self.patch_size, self.stride = patch_size, stride
         self.args_names = ["patch_size", "stride"]

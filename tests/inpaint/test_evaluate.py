@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from inpaint.classical import classical_fill, degrade
+from inpaint.data.degrade import degrade
 from inpaint.data.io import read_volume
 from inpaint.evaluate import main
 from inpaint.metrics import volume_metrics
 from inpaint.predict import main as predict_main
+from inpaint.restore import Restorer
 from tests.conftest import phantom, write_nifti
 from tests.inpaint.test_predict import tiny_checkpoint_path
 
@@ -50,7 +51,7 @@ def test_rows_summary_and_figures(tiny_root, tmp_path, capsys):
     assert len(table) == 12
     data, affine = read_volume(tiny_root / "sub-03" / "anat" / "sub-03_T1w.nii.gz")
     degraded = degrade(data[0], affine)
-    expected = volume_metrics(classical_fill(degraded, "cubic"), data[0], data[0] > 0, degraded.known)
+    expected = volume_metrics(Restorer("cubic")(degraded), data[0], data[0] > 0, degraded.known)
     row = next(r for r in table if r["subject"] == "sub-03" and r["method"] == "cubic")
     for key, value in expected.items():
         assert float(row[key]) == pytest.approx(value, rel=1e-6)

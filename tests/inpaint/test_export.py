@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from inpaint.checkpoint import load_module
 from inpaint.data.degrade import degrade
 from inpaint.export import main
-from inpaint.predict import fill, load_module
+from inpaint.restore import Restorer
 from tests.conftest import phantom
 from tests.inpaint.test_predict import assert_one_line_error, tiny_checkpoint  # noqa: F401  (fixture)
 
@@ -20,7 +21,7 @@ def test_export_is_smaller_loads_everywhere_and_predicts_the_same(tmp_path, caps
     assert all(v.dtype == torch.float16 for v in saved["state_dict"].values() if v.is_floating_point())
     volume = torch.from_numpy(phantom(seed=4))
     degraded = degrade(volume, torch.eye(4).numpy(), 5)
-    original, slim = (fill(load_module(str(p)), degraded, volume > 0) for p in (tiny_checkpoint, out))
+    original, slim = (Restorer(load_module(str(p)))(degraded, volume > 0) for p in (tiny_checkpoint, out))
     scale = float(original.abs().max())
     assert torch.allclose(original, slim, atol=5e-3 * scale), float((original - slim).abs().max()) / scale
     capsys.readouterr()

@@ -15,7 +15,9 @@ from tests.conftest import quick_overrides
 
 # Shrunk widths so a paper-sized experiment costs a second, not half a minute, on 2 cores.
 SHRINK = {"dense_unet": ["generator.features=4", "generator.layers_per_block=2"],
-          "unet3d": ["generator.features=[4,8,16,32,64]"], "linear": []}
+          "unet3d": ["generator.features=[4,8,16,32,64]"], "linear": [],
+          "slice_resnet": ["generator.features=8", "generator.blocks=1", "generator.head_features=8",
+                           "data.patch_slices=4"]}
 
 
 def shrink(name: str) -> list[str]:

@@ -206,7 +206,7 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path, capsys, monkeypatch, tiny
     for checkpoint, needle in cases.items():
         code, _, err = run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--checkpoint", checkpoint)
         assert_one_line_error(code, err, needle, checkpoint.name)
-    monkeypatch.setattr("inpaint.predict.PRETRAINED", tmp_path / "no_models")  # an install without package data
+    monkeypatch.setattr("inpaint.checkpoint.PRETRAINED", tmp_path / "no_models")  # an install without package data
     code, _, err = run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--checkpoint", "pretrained")
     assert_one_line_error(code, err, "no pretrained model in", "reinstall inpaint or pass a checkpoint path")
     assert not (tmp_path / "out.nii.gz").exists()

@@ -7,9 +7,10 @@ import re
 import nibabel as nib
 import numpy as np
 
+from inpaint.checkpoint import PRETRAINED, load_module
 from inpaint.evaluate import main as evaluate
-from inpaint.predict import PRETRAINED, data_info, load_module
 from inpaint.predict import main as predict
+from inpaint.restore import Restorer
 from tests.conftest import phantom
 from tests.inpaint.test_predict import make_sparse
 
@@ -24,7 +25,7 @@ def test_pretrained_file_is_small_and_its_card_matches_it():
     card = CARD.read_text()
     parameters = sum(p.numel() for p in module.generator.parameters())
     assert f"{parameters:,}" in card, "the card's parameter count is not the model's"
-    info = data_info(module)
+    info = Restorer(module).info
     assert info["interval"] == 5 and f"interval {info['interval']}" in card
     for key in ("residual", "known_channel", "data_consistency"):
         assert re.search(rf"`model\.{key}={str(module.model_cfg[key]).lower()}`", card), key

@@ -49,7 +49,7 @@ def test_loss_terms_register_once():
 
 
 def test_unknown_generator_lists_the_choices():
-    with pytest.raises(KeyError, match="dense_unet, linear, unet3d"):
+    with pytest.raises(KeyError, match="dense_unet, linear, slice_resnet, unet3d"):
         InpaintingModule({"name": "transformer"})
 
 

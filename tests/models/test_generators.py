@@ -1,4 +1,7 @@
-"""The generator contract, for every registered generator (MONAI test_basic_unet.py style)."""
+"""The generator contract, for every registered full-resolution generator (MONAI test_basic_unet.py style).
+
+Acquired-slice generators (``grid = "acquired"``) have their own contract: tests/models/test_slice_resnet.py.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +19,11 @@ SMALL = {
     "linear": {},
     "unet3d": {"features": (4, 8, 16, 32, 64)},
 }
-TRAINABLE = [name for name in GENERATORS.names() if name != "linear"]
+FULL = [name for name in GENERATORS.names() if getattr(GENERATORS.get(name), "grid", "full") == "full"]
+TRAINABLE = [name for name in FULL if name != "linear"]
 
 CASES = []
-for _name in GENERATORS.names():
+for _name in FULL:
     _kw = SMALL.get(_name, {})
     CASES += [
         (_name, _kw, (2, 1, 32, 32, 32), (2, 1, 32, 32, 32)),
@@ -27,8 +31,8 @@ for _name in GENERATORS.names():
     ]
 
 
-def test_every_generator_has_a_small_config():
-    assert set(GENERATORS.names()) == set(SMALL)
+def test_every_full_resolution_generator_has_a_small_config():
+    assert set(FULL) == set(SMALL) and "slice_resnet" not in FULL
 
 
 @pytest.mark.parametrize(("name", "kwargs", "in_shape", "out_shape"), CASES)
@@ -40,7 +44,7 @@ def test_shape(name, kwargs, in_shape, out_shape):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", GENERATORS.names())
+@pytest.mark.parametrize("name", FULL)
 def test_odd_size_works_or_says_what_to_do(name):
     net = GENERATORS.build(name, **SMALL[name]).eval()
     assert isinstance(type(net).size_multiple, int)
@@ -72,7 +76,7 @@ def test_linear_is_the_input_and_has_no_parameters():
 
 
 def test_registry_errors_name_the_choices():
-    with pytest.raises(KeyError, match="dense_unet, linear, unet3d"):
+    with pytest.raises(KeyError, match="dense_unet, linear, slice_resnet, unet3d"):
         GENERATORS.get("densenet")
     with pytest.raises(ValueError, match=r"unknown argument\(s\) growth.*valid: .*layers_per_block"):
         GENERATORS.build("dense_unet", growth=8)

@@ -102,7 +102,7 @@ def test_unreadable_and_empty_inputs(tmp_path):
 
 def test_patch_larger_than_volume(tmp_path):
     write_nifti(tmp_path / "small_T1w.nii.gz", phantom((20, 40, 40)))
-    with pytest.raises(InputError, match="small_T1w.nii.gz: volume \\(20, 40, 40\\) is smaller than data.patch_size=32"):
+    with pytest.raises(InputError, match="small_T1w.nii.gz: volume \\(20, 40, 40\\) is smaller than the training patch \\(32, 32, 32\\)"):
         PatchCentres(32)(PrepareVolume()(make_subject(find_volumes(tmp_path)[0])))
 
 

@@ -1,0 +1,60 @@
+"""Load a trained generator from a checkpoint (a path, or ``pretrained``) with one-line errors.
+
+    module = load_module("pretrained")              # the committed model (inpaint/assets/pretrained)
+    module = load_module("runs/x/checkpoints/best.ckpt", device="cuda")
+
+The one loader of predict, evaluate, export and the bench; a :class:`inpaint.restore.Restorer` built
+from the module restores volumes with the settings stored in it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from inpaint.data.io import InputError
+from inpaint.system import InpaintingModule
+
+PRETRAINED = Path(__file__).resolve().parent / "assets" / "pretrained"
+DEFAULT_PRETRAINED = "dense_unet.ckpt"
+
+
+def pretrained_path(name: str = "pretrained") -> Path:
+    """The committed model file of ``pretrained``."""
+    found = sorted(PRETRAINED.glob("*.ckpt"), key=lambda p: p.name != DEFAULT_PRETRAINED)
+    if not found:
+        raise InputError(f"no pretrained model in {PRETRAINED} (installed without package data?); reinstall "
+                         "inpaint or pass a checkpoint path, e.g. runs/dense_unet/<run>/checkpoints/best.ckpt")
+    return found[0]
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint dict of an inpaint .ckpt (CPU tensors), or a one-line InputError."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such checkpoint file; give a .ckpt written by python -m inpaint.fit")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # pickle, zip and torch errors alike
+        raise InputError(f"{path}: not a PyTorch checkpoint ({type(error).__name__}); "
+                         "give a .ckpt written by python -m inpaint.fit") from None
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not isinstance(hparams, dict) or "generator" not in hparams or "state_dict" not in checkpoint:
+        raise InputError(f"{path}: not an inpaint checkpoint (no generator in its hyper-parameters); "
+                         "give a .ckpt written by python -m inpaint.fit")
+    return checkpoint
+
+
+def load_module(spec: str, device: str | torch.device = "cpu") -> InpaintingModule:
+    """An ``InpaintingModule`` in eval mode from a checkpoint path (or ``pretrained``), with one-line errors."""
+    path = pretrained_path() if spec == "pretrained" else Path(spec)
+    checkpoint = read_checkpoint(path)
+    try:
+        module = InpaintingModule.load_from_checkpoint(path, map_location=torch.device(device))
+    except Exception as error:
+        detail = " ".join(str(error).split())[:200]
+        raise InputError(f"{path}: its weights do not build generator {checkpoint['hyper_parameters']['generator'].get('name')!r} "
+                         f"of this inpaint version ({detail}); use a checkpoint trained with this version") from None
+    module.checkpoint_path = str(path)
+    return module.eval()

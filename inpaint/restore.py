@@ -1,0 +1,175 @@
+"""One restore path: a method (a trained generator, or a classical fill) applied to one sparse volume.
+
+    restorer = Restorer(module, {"overlap": 16})   # settings as trained, overridden where given
+    degraded = restorer.degrade(reference, affine, "sub-02.nii.gz")   # the acquisition it expects (simulation)
+    volume = restorer(degraded)                    # (X, Y, Z), input units, file voxel order
+
+Validation (``InpaintingModule.validation_step``), ``inpaint.evaluate``, ``inpaint.predict`` and the
+bench all restore through :class:`Restorer`, so one checkpoint on one subject gives one answer. A
+network restore: scale from the acquired slices only, slice axis last, in-plane resampling to the
+checkpoint's spacing when it differs by more than 10 %, ``module.predict_volume`` (patches or the
+acquired-slice grid, data consistency applied once), and every step undone.
+
+Settings (``SETTINGS``) come from the checkpoint (``hyper_parameters``: the ``inference`` section,
+``model.data_consistency``, ``config.data`` for the acquisition); what the caller passes overrides
+them, and ``sources`` says where each came from. Defaults live in ``inpaint.config`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from inpaint.config import DataConfig, InferenceConfig, ModelConfig
+from inpaint.data.acquired import acquired_slices
+from inpaint.data.degrade import Degraded, degrade
+from inpaint.data.io import InputError
+from inpaint.data.normalise import acquired_scale, denormalise, normalise
+from inpaint.data.transforms import slice_last_permutation
+from inpaint.interpolate import METHODS, fill_missing
+
+log = logging.getLogger("inpaint")
+INPLANE_TOLERANCE = 0.10  # resample in-plane when the spacing differs from the checkpoint's by more
+INFERENCE = tuple(asdict(InferenceConfig()))  # patch_size, overlap, aggregation, batch_size, bf16, fuse, tile, heap
+ACQUISITION = ("interval", "offset", "thick_slices")
+SETTINGS = (*INFERENCE, "data_consistency", *ACQUISITION)
+SHOWN = ("overlap", "aggregation", "data_consistency", "interval", "offset", "thick_slices")  # in logs and summaries
+
+
+def defaults() -> dict[str, Any]:
+    """Every restore setting's default, from the typed config."""
+    data = asdict(DataConfig())
+    return {**asdict(InferenceConfig()), "data_consistency": ModelConfig().data_consistency,
+            **{k: data[k] for k in ACQUISITION}}
+
+
+def trained_settings(module: Any) -> dict[str, Any]:
+    """The restore settings stored in a module's hyper-parameters (older checkpoints: what they hold)."""
+    hparams = module.hparams
+    data = (hparams.get("config") or {}).get("data") or {}
+    info = hparams.get("data_info") or {}
+    trained = {k: v for k, v in (hparams.get("inference") or {}).items() if k in INFERENCE}
+    trained["data_consistency"] = module.model_cfg["data_consistency"]
+    trained.update({k: data[k] for k in ACQUISITION if k in data})
+    if "interval" in info:
+        trained.setdefault("interval", info["interval"])
+    if "thick_slices" in info:
+        trained["thick_slices"] = info["thick_slices"]
+    return trained
+
+
+def _resize(x: torch.Tensor, size: list[int], mode: str) -> torch.Tensor:
+    """(X, Y, Z) -> (size[0], size[1], Z)."""
+    kwargs = {"align_corners": False} if mode == "trilinear" else {}
+    return F.interpolate(x[None, None].float(), size=[*size, x.shape[2]], mode=mode, **kwargs)[0, 0]
+
+
+class Restorer:
+    """Restores sparse volumes with one method, with its settings bound once.
+
+    Args:
+        method: ``"linear"``/``"cubic"`` or an ``InpaintingModule`` (``inpaint.checkpoint.load_module``).
+        overrides: settings that replace the trained ones (None values are ignored).
+
+    Attributes:
+        settings: every key of ``SETTINGS``, resolved.
+        sources: per setting, ``"checkpoint"``, ``"command line"`` or ``"default"``.
+    """
+
+    def __init__(self, method: str | Any, overrides: dict[str, Any] | None = None) -> None:
+        if isinstance(method, str) and method not in METHODS:
+            raise InputError(f"unknown classical method {method!r}; choose one of {', '.join(METHODS)}")
+        self.method = method
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        unknown = sorted(set(given) - set(SETTINGS))
+        if unknown:
+            raise ValueError(f"unknown restore setting(s) {', '.join(unknown)}; valid: {', '.join(SETTINGS)}")
+        trained = {} if self.classical else trained_settings(method)
+        self.settings = {**defaults(), **trained, **given}
+        self.sources = {k: "command line" if k in given else "checkpoint" if k in trained else "default"
+                        for k in SETTINGS}
+
+    @property
+    def classical(self) -> bool:
+        return isinstance(self.method, str)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The checkpoint's facts about its training data (spacing [x, y, slice], interval, skull_stripped)."""
+        return {} if self.classical else dict(self.method.hparams.get("data_info") or {})
+
+    def describe(self, keys: tuple[str, ...] = SHOWN) -> str:
+        """``overlap 16 (checkpoint), aggregation hann (checkpoint), ...`` for logs and summaries."""
+        if self.classical:
+            return f"{self.method} interpolation along the slice axis"
+        return ", ".join(f"{k.replace('_', ' ')} {self.settings[k]} ({self.sources[k]})" for k in keys)
+
+    def degrade(self, reference: torch.Tensor, affine: np.ndarray, source: str = "volume") -> Degraded:
+        """Simulate the acquisition this method expects (interval, offset, thick slices) from a full volume."""
+        s = self.settings
+        return degrade(reference, affine, s["interval"], s["offset"], source, s["thick_slices"])
+
+    def __call__(self, degraded: Degraded, mask: torch.Tensor | None = None, spacing: list[float] | None = None,
+                 source: str = "volume") -> torch.Tensor:
+        """Fill ``degraded`` (file voxel order); (X, Y, Z) float32 in the input's units.
+
+        Args:
+            degraded: the linearly filled input with its acquired-slice mask.
+            mask: brain mask for the network (scale voxels, patches to run); None = ``input > 0`` (the
+                missing reference slices are never looked at).
+            spacing: voxel spacing ``[a, b, slice]`` in mm, slice axis last (None: no resampling).
+            source: file name for error messages.
+        """
+        if self.classical:
+            if self.method == "linear":
+                return degraded.input.clone()
+            try:
+                return fill_missing(degraded.input, degraded.axis, degraded.kept, self.method)
+            except ValueError as error:
+                raise InputError(f"{source}: {error}") from None
+        mask = degraded.input > 0 if mask is None else mask
+        scale = acquired_scale(degraded.input, degraded.known, mask, source)
+        perm = slice_last_permutation(degraded.axis)
+        x, known, brain = (t.permute(*perm) for t in (normalise(degraded.input, scale), degraded.known, mask))
+        size = self.inplane_size(tuple(x.shape), spacing, source)
+        if size is not None:
+            x, known, brain = _resize(x, size, "trilinear"), _resize(known, size, "nearest"), _resize(brain, size, "nearest")
+        try:
+            pred = self.restore_normalised(x, known, brain)
+        except ValueError as error:
+            raise InputError(f"{source}: {error}") from None
+        if size is not None:
+            pred = _resize(pred, list(degraded.input.permute(*perm).shape[:2]), "trilinear")
+        out = denormalise(pred.double(), scale).float().permute(*np.argsort(perm).tolist()).contiguous()
+        if self.settings["data_consistency"]:  # exact in input units, after the resampling
+            out[degraded.known] = degraded.input[degraded.known]
+        return out
+
+    def restore_normalised(self, x: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The network on a normalised (X, Y, Z) volume, slice axis last -> (X, Y, Z) normalised."""
+        settings = {k: self.settings[k] for k in (*INFERENCE, "data_consistency")}
+        return self.method.predict_volume(x[None, None], known[None, None], mask[None, None], **settings)[0]
+
+    def inplane_size(self, shape: tuple[int, ...], spacing: list[float] | None, source: str) -> list[int] | None:
+        """New in-plane size (slice axis last) if the checkpoint's in-plane spacing differs by > 10 %, else None."""
+        trained = self.info.get("spacing")
+        if not spacing or not trained:
+            return None
+        ratios = [s / t for s, t in zip(spacing[:2], trained[:2], strict=True)]
+        if all(abs(r - 1) <= INPLANE_TOLERANCE for r in ratios):
+            return None
+        size = [max(1, round(n * r)) for n, r in zip(shape[:2], ratios, strict=True)]
+        log.info("%s: in-plane spacing %.3g x %.3g mm differs from the checkpoint's %.3g x %.3g mm; "
+                 "resampling %s -> %s for the network and back", source, *spacing[:2], *trained[:2], list(shape[:2]), size)
+        return size
+
+
+def degraded_from_mask(volume: torch.Tensor, known: torch.Tensor, axis: int, interval: int, offset: int) -> Degraded:
+    """A :class:`Degraded` of a linearly filled (X, Y, Z) volume from its acquired-slice mask (slice axis ``axis``)."""
+    kept, _ = acquired_slices(known.movedim(axis, -1))
+    return Degraded(volume, known > 0, axis, kept, interval, offset)

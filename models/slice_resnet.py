@@ -1,0 +1,124 @@
+"""SliceResNet: a residual CNN on the acquired slices that emits the slices between them (any interval).
+
+The full-resolution generators (DenseUNet, U-Net) run on an interpolated volume in which most
+slices carry no information of their own. This one computes on the acquired slices only and
+produces the missing ones at the end, as ESPCN/EDSR do for in-plane super-resolution:
+
+    features = trunk(acquired slices, gap)                    (B, C, X, Y, K), K acquired slices
+    value(j, t) = (1 - t) * A[j] + t * A[j + 1] + head(F[j], F[j + 1], t, gap)
+
+for the position ``t`` in [0, 1) between acquired slice ``j`` and the next one, ``gap`` slices of the
+output grid apart. The head is tied to no interval: ``t`` and ``gap`` are continuous, so one network
+serves intervals 2-8 (and non-integer slice spacings). ``t = 0`` is the acquired slice itself: exact
+for thin slices (the restorer copies it), predicted for thick ones (a slab mean is not the slice).
+The head's last layer starts at zero, so an untrained network is linear interpolation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import GENERATORS
+
+GAP_SCALE = 8.0  # gaps (in output slices) are fed to the network divided by this
+
+
+class _ResBlock(nn.Module):
+    """``x + scale * conv(relu(conv(x)))``, no normalisation (EDSR); ``(B, C, X, Y, K)`` in and out."""
+
+    def __init__(self, features: int, kernel: Sequence[int], scale: float) -> None:
+        super().__init__()
+        padding = tuple(k // 2 for k in kernel)
+        self.conv1 = nn.Conv3d(features, features, tuple(kernel), padding=padding)
+        self.conv2 = nn.Conv3d(features, features, tuple(kernel), padding=padding)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.conv2(F.relu(self.conv1(x), inplace=True))
+
+
+def position_features(t: torch.Tensor, gap: torch.Tensor, frequencies: int) -> torch.Tensor:
+    """Encode positions ``t`` (B, S) in their gap of ``gap`` (B,) slices -> (B, S, 2 + 2 * frequencies)."""
+    angles = math.pi * t[..., None] * torch.arange(1, frequencies + 1, device=t.device, dtype=t.dtype)
+    scaled_gap = (gap / GAP_SCALE)[:, None, None].to(t.dtype).expand(*t.shape, 1)
+    return torch.cat([t[..., None], scaled_gap, angles.sin(), angles.cos()], -1)
+
+
+@GENERATORS.register("slice_resnet")
+class SliceResNet(nn.Module):
+    """Residual 3D CNN on the acquired-slice grid with a position-conditioned slice head.
+
+    Args:
+        in_channels: image channels of the acquired slices (1).
+        features: channels of the trunk.
+        blocks: residual blocks in the trunk.
+        kernel: conv kernel ``(kx, ky, kz)`` of the trunk; ``kz`` runs across acquired slices.
+        head_features: hidden channels of the slice head.
+        frequencies: sine/cosine frequencies of the position encoding.
+        res_scale: residual branch scale of each block (EDSR's 0.1 keeps a norm-free trunk stable).
+
+    Shapes: ``forward(slices (B, in_channels, X, Y, K), gap (B,), t (B, S)) -> (B, 1, X, Y, K, S)``,
+    the values at ``t[s]`` after each acquired slice ``j``; after the last one (``j = K - 1``) there is
+    no next slice, so its values are only meaningful at ``t = 0``.
+
+    Example:
+        >>> net = SliceResNet(features=8, blocks=1)
+        >>> slices = torch.rand(2, 1, 16, 16, 5)
+        >>> out = net(slices, torch.tensor([5.0, 5.0]), torch.tensor([[0.0, 0.2], [0.4, 0.6]]))
+        >>> out.shape, bool(torch.allclose(out[0, 0, ..., 0], slices[0, 0]))  # starts as linear interpolation
+        (torch.Size([2, 1, 16, 16, 5, 2]), True)
+    """
+
+    grid = "acquired"  # computes on the acquired slices (see inpaint.restore)
+    size_multiple = 1
+
+    def __init__(self, in_channels: int = 1, features: int = 32, blocks: int = 6, kernel: Sequence[int] = (3, 3, 3),
+                 head_features: int = 64, frequencies: int = 4, res_scale: float = 0.1) -> None:
+        super().__init__()
+        if len(kernel) != 3 or any(k < 1 or k % 2 == 0 for k in kernel):
+            raise ValueError(f"slice_resnet: kernel must be 3 odd sizes (kx, ky, kz), got {list(kernel)}")
+        padding = tuple(k // 2 for k in kernel)
+        self.in_channels, self.frequencies = in_channels, frequencies
+        self.stem = nn.Conv3d(in_channels + 1, features, tuple(kernel), padding=padding)
+        self.body = nn.Sequential(*[_ResBlock(features, kernel, res_scale) for _ in range(blocks)])
+        self.body_out = nn.Conv3d(features, features, tuple(kernel), padding=padding)
+        self.from_this = nn.Conv3d(features, head_features, 1)
+        self.from_next = nn.Conv3d(features, head_features, 1, bias=False)
+        self.position = nn.Sequential(nn.Linear(2 + 2 * frequencies, head_features), nn.ReLU(inplace=True),
+                                      nn.Linear(head_features, head_features))
+        self.hidden = nn.Conv3d(head_features, head_features, 1)
+        self.out = nn.Conv3d(head_features, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def trunk(self, slices: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, X, Y, K) acquired slices, (B,) gaps -> (B, features, X, Y, K)."""
+        gap_channel = (gap.to(slices.dtype) / GAP_SCALE).view(-1, 1, 1, 1, 1).expand(-1, 1, *slices.shape[2:])
+        x = self.stem(torch.cat([slices, gap_channel], 1))
+        return x + self.body_out(self.body(x))
+
+    def head_inputs(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's first layer applied to each slice's features and to its next slice's (the last repeats)."""
+        this, following = self.from_this(features), self.from_next(features)
+        following = torch.cat([following[..., 1:], following[..., -1:]], -1)
+        return this, following
+
+    def emit(self, this: torch.Tensor, following: torch.Tensor, slices: torch.Tensor, gap: torch.Tensor,
+             t: torch.Tensor) -> torch.Tensor:
+        """Values at one position per sample: ``t`` (B,) -> (B, 1, X, Y, K)."""
+        position = self.position(position_features(t[:, None].to(this.dtype), gap.to(this.dtype), self.frequencies))
+        hidden = F.relu(this + following + position[:, 0].view(*position.shape[:1], -1, 1, 1, 1), inplace=True)
+        correction = self.out(F.relu(self.hidden(hidden), inplace=True))
+        nxt = torch.cat([slices[..., 1:], slices[..., -1:]], -1)[:, :1]
+        weight = t.to(slices.dtype).view(-1, 1, 1, 1, 1)
+        return (1 - weight) * slices[:, :1] + weight * nxt + correction.to(slices.dtype)
+
+    def forward(self, slices: torch.Tensor, gap: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(B, C, X, Y, K), (B,), (B, S) -> (B, 1, X, Y, K, S): values at ``j + t[:, s]`` (in gaps)."""
+        this, following = self.head_inputs(self.trunk(slices, gap))
+        return torch.stack([self.emit(this, following, slices, gap, t[:, s]) for s in range(t.shape[1])], -1)

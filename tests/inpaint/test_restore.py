@@ -1,0 +1,77 @@
+"""One restore path: validation, evaluate and predict give one answer, with the settings a checkpoint carries."""
+
+from __future__ import annotations
+
+import csv
+import logging
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from inpaint import config
+from inpaint.checkpoint import load_module
+from inpaint.data.io import read_volume
+from inpaint.evaluate import main as evaluate
+from inpaint.fit import fit
+from inpaint.predict import main as predict
+from inpaint.restore import Restorer
+from tests.conftest import quick_overrides
+
+NON_DEFAULT = ["inference.aggregation=hann", "inference.overlap=16"]
+
+
+@pytest.fixture(scope="module")
+def hann_run(tiny_root, tmp_path_factory) -> dict:
+    """A debug DenseUNet trained with hann/16 inference, validated on the whole of sub-03."""
+    tmp = tmp_path_factory.mktemp("hann")
+    cfg = config.load("debug", quick_overrides(tiny_root, tmp) + NON_DEFAULT + [
+        "data.val_subjects=[sub-03]", "data.val_crop=null", "trainer.limit_train_batches=2"])
+    return fit(cfg)
+
+
+def test_evaluate_reports_what_validation_logged_with_the_checkpoints_settings(hann_run, tiny_root, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert evaluate(["--data", str(tiny_root), "--subjects", "sub-03", "--methods", "linear", "--checkpoint",
+                     f"net={hann_run['best_checkpoint']}", "--out", str(out), "--no-figures"]) == 0
+    capsys.readouterr()
+    with (out / "metrics.csv").open(newline="") as handle:
+        row = next(r for r in csv.DictReader(handle) if r["method"] == "net")
+    logged = hann_run["metrics"]
+    assert float(row["psnr"]) == pytest.approx(logged["val/psnr"], abs=0.01)
+    assert float(row["psnr_missing"]) == pytest.approx(logged["val/psnr_missing"], abs=0.01)
+    assert float(row["ssim"]) == pytest.approx(logged["val/ssim"], abs=2e-4)
+    assert float(row["hfen"]) == pytest.approx(logged["val/hfen"], abs=2e-4)
+    summary = (out / "summary.md").read_text()
+    assert "overlap 16 (checkpoint)" in summary and "aggregation hann (checkpoint)" in summary
+
+
+def test_predict_restores_with_the_checkpoints_settings_unless_told_otherwise(hann_run, tiny_root, tmp_path, capsys, caplog):
+    source = tiny_root / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+    module = load_module(hann_run["best_checkpoint"])
+    data, affine = read_volume(source)
+    trained = Restorer(module)
+    degraded = trained.degrade(data[0], affine)
+    expected = trained(degraded)
+    paper = Restorer(module, {"overlap": 8, "aggregation": "average"})(degraded)
+    assert not torch.allclose(expected, paper, atol=1e-4), "hann/16 and average/8 should differ"
+    with caplog.at_level(logging.INFO, logger="inpaint"):
+        assert predict([str(source), "-o", str(tmp_path / "out.nii.gz"), "--simulate", "--checkpoint",
+                        hann_run["best_checkpoint"]]) == 0
+    assert "overlap 16 (checkpoint)" in caplog.text and "aggregation hann (checkpoint)" in caplog.text
+    written = nib.load(tmp_path / "out.nii.gz").get_fdata(dtype=np.float32)
+    np.testing.assert_allclose(written, expected.numpy(), atol=1e-5)
+    with caplog.at_level(logging.INFO, logger="inpaint"):
+        assert predict([str(source), "-o", str(tmp_path / "paper.nii.gz"), "--simulate", "--checkpoint",
+                        hann_run["best_checkpoint"], "--overlap", "8", "--aggregation", "average"]) == 0
+    assert "overlap 8 (command line)" in caplog.text
+    np.testing.assert_allclose(nib.load(tmp_path / "paper.nii.gz").get_fdata(dtype=np.float32), paper.numpy(), atol=1e-5)
+
+
+def test_settings_say_where_they_came_from():
+    restorer = Restorer("linear", {"interval": 3})
+    assert restorer.settings["interval"] == 3 and restorer.sources["interval"] == "command line"
+    assert restorer.settings["offset"] == 0 and restorer.sources["offset"] == "default"
+    with pytest.raises(ValueError, match="unknown restore setting"):
+        Restorer("linear", {"overlapp": 8})

@@ -1,0 +1,76 @@
+"""SliceResNet: the acquired-slice generator's contract (shapes, start at linear, any interval, gradients)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inpaint.inference import infer_acquired, receptive_radius
+from models import GENERATORS
+from models.slice_resnet import SliceResNet
+
+SMALL = {"features": 8, "blocks": 1, "head_features": 8}
+
+
+def trained_like(net: SliceResNet) -> SliceResNet:
+    """Random non-zero output weights, as after training (the output layer starts at zero)."""
+    torch.manual_seed(1)
+    torch.nn.init.normal_(net.out.weight, std=0.1)
+    return net
+
+
+def test_registered_as_an_acquired_slice_generator():
+    net = GENERATORS.build("slice_resnet", **SMALL)
+    assert isinstance(net, SliceResNet) and net.grid == "acquired"
+
+
+@pytest.mark.parametrize("gap", [2.0, 5.0, 8.0, 4.4])
+def test_one_network_serves_any_gap_and_starts_as_linear_interpolation(gap):
+    net = SliceResNet(**SMALL).eval()
+    slices = torch.randn(2, 1, 12, 10, 6)
+    t = torch.tensor([[0.0, 0.25, 0.5, 0.75]] * 2)
+    out = net(slices, torch.full((2,), gap), t)
+    assert out.shape == (2, 1, 12, 10, 6, 4)
+    for s, frac in enumerate(t[0].tolist()):
+        expected = (1 - frac) * slices[..., :5] + frac * slices[..., 1:]
+        torch.testing.assert_close(out[..., :5, s], expected)
+
+
+def test_the_correction_depends_on_position_and_gap():
+    net = trained_like(SliceResNet(**SMALL)).eval()
+    slices = torch.randn(1, 1, 8, 8, 5)
+    a = net(slices, torch.tensor([5.0]), torch.tensor([[0.2, 0.4]]))
+    b = net(slices, torch.tensor([3.0]), torch.tensor([[0.2, 0.4]]))
+    assert not torch.allclose(a[..., 0], a[..., 1]) and not torch.allclose(a, b)
+
+
+def test_every_parameter_gets_a_gradient():
+    net = trained_like(SliceResNet(**SMALL)).train()
+    out = net(torch.randn(2, 1, 8, 8, 5), torch.tensor([5.0, 3.0]), torch.tensor([[0.2, 0.4], [1 / 3, 2 / 3]]))
+    out.square().mean().backward()
+    assert not [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+
+
+def test_kernel_must_be_three_odd_sizes():
+    with pytest.raises(ValueError, match="3 odd sizes"):
+        SliceResNet(kernel=(3, 3, 2))
+    assert SliceResNet(kernel=(3, 3, 1), **SMALL)(torch.randn(1, 1, 6, 6, 4), torch.tensor([2.0]),
+                                                  torch.tensor([[0.5]])).shape == (1, 1, 6, 6, 4, 1)
+
+
+def test_whole_volume_inference_fills_every_gap_and_tiles_give_the_same_answer():
+    net = trained_like(SliceResNet(**SMALL)).eval()
+    volume, known = torch.randn(30, 28, 21), torch.zeros(30, 28, 21)
+    known[..., ::5] = 1
+    mask = torch.zeros_like(volume)
+    mask[5:25, 4:24, :] = 1
+    whole = infer_acquired(net, volume, known, mask)[0]
+    tiled = infer_acquired(net, volume, known, mask, tile=7)[0]
+    torch.testing.assert_close(whole, tiled, atol=1e-5, rtol=1e-5)
+    assert torch.equal(whole[..., ::5], volume[..., ::5])  # thin slices: acquired slices exact
+    halo = receptive_radius(net)
+    assert halo == 4 and torch.equal(whole[:5 - halo], volume[:5 - halo])  # far from the brain: the input
+    assert not torch.allclose(whole[10:20, 10:20, 1:4], volume[10:20, 10:20, 1:4])
+    with torch.no_grad():
+        direct = net(volume[None, None, ..., ::5], torch.tensor([5.0]), torch.tensor([[0.4]]))[0, 0, ..., 0]
+    torch.testing.assert_close(whole[10:20, 10:20, 2:18:5], direct[10:20, 10:20, :4])
