@@ -141,6 +141,8 @@ def test_summary_counts_flops():
     params, flops = measure("dense_unet")
     assert 20e9 < flops < 40e9 and params < 10e6  # ~28 GFLOP per 32^3 patch
     assert measure("linear") == (0, 0)
+    params, flops = measure("slice_resnet")  # per 32^3 of output at interval 5: a fraction of the DenseUNet's
+    assert 300e3 < params < 450e3 and 2e9 < flops < 10e9
     assert measure("unet3d", {"features": (4, 8, 16, 32, 64)}, patch_size=16)[1] > 0
 
 
