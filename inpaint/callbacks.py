@@ -17,10 +17,8 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
-from inpaint.constants import INPUT, KNOWN, MASK, SLICE_AXIS, TARGET
+from inpaint.constants import INPUT, INTERVAL, KNOWN, MASK, NAME, OFFSET, TARGET
 from inpaint.data.io import atomic_write
-from inpaint.data.normalise import acquired_scale, normalise
-from inpaint.data.transforms import slice_last_permutation
 from inpaint.system import patch_count
 
 log = logging.getLogger(__name__)
@@ -84,60 +82,27 @@ class PatchThroughput(L.Callback):
         self._reset()
 
 
-def _volume(x: torch.Tensor, perm: list[int]) -> np.ndarray:
-    """(1, 1, X, Y, Z), (1, X, Y, Z) or (X, Y, Z) -> float32 (X, Y, Z) array, axes in ``perm`` order."""
-    x = x.detach().float().cpu()
-    while x.ndim > 3:
-        x = x[0]
-    return x.permute(*perm).numpy()
-
-
 def panel_image(batch: dict[str, Any], pred: torch.Tensor | None = None) -> np.ndarray:
-    """Slices of one whole validation volume, grey levels scaled as the networks see them ([-1, 1] from the acquired slices).
-
-    Rows: reference, linear input, prediction (when given); columns: axial (through the missing slice
-    nearest the brain centre), coronal and sagittal (through the brain centre), slice axis last.
+    """``inpaint.figures.slice_panel`` of one validation volume: reference, linear input and the prediction.
 
     Args:
         batch: a validation batch (``volume_batch``): ``target``, ``input``, ``known``, ``mask`` (1, 1, X, Y, Z)
-            in file voxel order and the input's units, and ``slice_axis`` (default 2).
+            in file voxel order and the input's units, ``affine`` (default identity), ``name``, ``interval``, ``offset``.
         pred: the prediction (1, X, Y, Z), same units, or None.
 
     Returns:
         An RGB uint8 image (H, W, 3).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from inpaint.figures import slice_panel
 
-    perm = slice_last_permutation(int(batch.get(SLICE_AXIS, 2)))
-    mask, known = _volume(batch[MASK], perm) > 0, _volume(batch[KNOWN], perm) > 0
-    linear = _volume(batch[INPUT], perm)
-    low, high = acquired_scale(torch.from_numpy(linear), torch.from_numpy(known), torch.from_numpy(mask), "panel")
-    rows = [("reference", _volume(batch[TARGET], perm)), ("linear input", linear)]
+    volumes = {k: batch[k].detach().float().cpu().reshape(batch[k].shape[-3:]) for k in (TARGET, INPUT, KNOWN, MASK)}
+    predictions = {"linear": volumes[INPUT]}
     if pred is not None:
-        rows.append(("prediction", _volume(pred, perm)))
-    rows = [(label, normalise(volume, (low, high))) for label, volume in rows]
-    centre = np.argwhere(mask).mean(0).round().astype(int) if mask.any() else np.array(mask.shape) // 2
-    missing = np.flatnonzero(~known.any(axis=(0, 1)))
-    z = int(missing[np.abs(missing - centre[2]).argmin()]) if missing.size else int(centre[2])
-    planes = [(f"axial z={z}", lambda v: v[:, :, z]), (f"coronal y={centre[1]}", lambda v: v[:, centre[1], :]),
-              (f"sagittal x={centre[0]}", lambda v: v[centre[0], :, :])]
-    figure = Figure(figsize=(2.4 * len(planes), 2.4 * len(rows)), dpi=80)
-    canvas = FigureCanvasAgg(figure)
-    axes = figure.subplots(len(rows), len(planes), squeeze=False)
-    for i, (label, volume) in enumerate(rows):
-        for j, (title, cut) in enumerate(planes):
-            ax = axes[i, j]
-            ax.imshow(cut(volume).T, cmap="gray", vmin=-1, vmax=1, origin="lower", interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(title, fontsize=9)
-            if j == 0:
-                ax.set_ylabel(label, fontsize=9)
-    figure.tight_layout()
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        predictions["prediction"] = pred.detach().float().cpu().reshape(pred.shape[-3:])
+    data = {"reference": volumes[TARGET], "mask": volumes[MASK], "known": volumes[KNOWN],
+            "affine": np.asarray(batch.get("affine", np.eye(4))), "subject": str(batch.get(NAME, "validation")),
+            "predictions": predictions}
+    return slice_panel(data, [], None, int(batch.get(INTERVAL, 5)), int(batch.get(OFFSET, 0)))
 
 
 class SlicePanels(L.Callback):

@@ -17,13 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from inpaint.data.io import InputError, atomic_write
-from inpaint.figures import METRICS, format_p, mean_std, paired, subjects_better, wilcoxon_p
+from inpaint.reporting import CELLS, method_cells, read_rows
 
-HEADER = ["row", "n", "PSNR (dB)", "SSIM", "HFEN", "missing-slice PSNR (dB)", "seam ratio", "PSNR gain (dB)",
-          "SSIM gain", "HFEN change", "better than linear (PSNR/SSIM/HFEN)", "Wilcoxon p (PSNR)", "settings"]
+COLUMNS = ["n", "psnr", "ssim", "hfen", "psnr_missing", "seam", "psnr_gain", "ssim_gain", "hfen_change", "better", "p"]
+HEADER = ["row", *(CELLS[c] for c in COLUMNS), "settings"]
 
 
 def parse_row(spec: str) -> tuple[str, Path, str]:
@@ -37,34 +35,26 @@ def parse_row(spec: str) -> tuple[str, Path, str]:
     return label, Path(folder), method
 
 
-def settings_text(folder: Path) -> str:
+def settings_text(folder: Path, method: str) -> str:
+    """The degradation of a folder and, for a network, the settings it was restored with (settings.json)."""
     saved = folder / "settings.json"
     s = json.loads(saved.read_text()) if saved.exists() else {}
-    parts = [f"interval {s.get('interval', '?')}", f"{s.get('aggregation', '?')} / overlap {s.get('overlap', '?')}",
-             f"DC {s.get('data_consistency', '?')}"]
-    if s.get("thick_slices"):
-        parts.insert(1, "thick slices")
+    restore = {**s, **s.get("restore", {}).get(method, {})}  # older folders: one set for every network
+    parts = [f"interval {s.get('interval', '?')}"] + (["thick slices"] if s.get("thick_slices") else [])
+    if method not in ("linear", "cubic"):
+        parts += [f"{restore.get('aggregation', '?')} / overlap {restore.get('overlap', '?')}",
+                  f"DC {restore.get('data_consistency', '?')}"]
     return ", ".join(parts)
 
 
 def table_row(label: str, folder: Path, method: str) -> list[str]:
     """One Markdown row of ``method`` in ``folder`` against that folder's linear."""
-    from inpaint.evaluate import read_rows
-
     rows = read_rows(folder / "metrics.csv")
-    mine = [r for r in rows if r["method"] == method]
-    if not mine:
+    if not any(r["method"] == method for r in rows):
         names = sorted({r["method"] for r in rows})
         raise InputError(f"{folder}/metrics.csv has no method {method!r}; it has {', '.join(names)}")
-    values = {k: np.array([r.get(k, np.nan) for r in mine], dtype=np.float64) for k in (*METRICS, "seam")}
-    gains = {k: paired(rows, method, k) for k in ("psnr", "ssim", "hfen")}
-    base = method == "linear"
-    cells = [label, str(len(mine))] + [mean_std(values[k], METRICS[k][1]) for k in ("psnr", "ssim", "hfen", "psnr_missing")]
-    cells.append(mean_std(values["seam"], "{:.3f}"))
-    cells += ["—"] * 5 if base else [mean_std(gains["psnr"], "{:+.3f}"), mean_std(gains["ssim"], "{:+.4f}"),
-                                     mean_std(gains["hfen"], "{:+.4f}"), f"{subjects_better(rows, method)} of {gains['psnr'].size}",
-                                     format_p(wilcoxon_p(gains["psnr"]))]
-    return cells + [settings_text(folder)]
+    cells = method_cells(rows, method)
+    return [label, *(cells[c] for c in COLUMNS), settings_text(folder, method)]
 
 
 def compare(specs: list[str]) -> str:

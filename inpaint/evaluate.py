@@ -32,10 +32,11 @@ from inpaint.data.degrade import degrade
 from inpaint.data.io import InputError, is_volume_file, read_volume, volume_stem
 from inpaint.data.subjects import VolumeFile, find_volumes, read_split_file
 from inpaint.data.transforms import brain_mask, slice_last_permutation
-from inpaint.figures import box_plots, slice_panel, summary_markdown
+from inpaint.figures import box_plots, slice_panel
 from inpaint.inference import patch_borders
 from inpaint.interpolate import METHODS
 from inpaint.metrics import seam_ratio, volume_metrics
+from inpaint.reporting import read_rows, summary_markdown
 from inpaint.restore import ACQUISITION, Restorer, defaults
 from inpaint.segment import COLUMNS as SEGMENT_COLUMNS
 from inpaint.segment import TissueScorer, require_ants
@@ -135,17 +136,6 @@ def acquisition(args: argparse.Namespace, methods: dict[str, Any]) -> dict[str, 
         restorer.sources.update({k: "command line" if getattr(args, k) is not None else restorer.sources[k]
                                  for k in ACQUISITION})
     return resolved
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """metrics.csv -> rows with float metrics."""
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        for key in row:
-            if key not in ("subject", "method"):
-                row[key] = float(row[key]) if row[key] not in ("", None) else float("nan")
-    return rows
 
 
 def prepare_outdir(args: argparse.Namespace, settings: dict[str, Any], columns: list[str]) -> set[tuple[str, str]]:
@@ -317,6 +307,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
     rows = read_rows(out / "metrics.csv")
     record = json.loads((out / "settings.json").read_text()) if (out / "settings.json").exists() else {}
     record["commands"] = [*record.get("commands", []), command]  # a resumed run lists every invocation
+    record["restore"] = {n: m.settings for n, m in methods.items() if isinstance(m, Restorer) and not m.classical}
     (out / "settings.json").write_text(json.dumps(record, indent=2))
     networks = {n: m for n, m in methods.items() if isinstance(m, Restorer) and not m.classical}
     info = {"commands": record["commands"], "data": str(args.data), "subjects": len({r["subject"] for r in rows}), **settings,
