@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from inpaint.data.io import InputError, atomic_write
+from inpaint.errors import report
 from inpaint.reporting import CELLS, method_cells, read_rows
 
 COLUMNS = ["n", "psnr", "ssim", "hfen", "psnr_missing", "seam", "psnr_gain", "ssim_gain", "hfen_change", "better", "p"]
@@ -73,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         table = compare(args.rows)
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report(error)
     if args.out:
         atomic_write(args.out, table)
     print(table, end="")

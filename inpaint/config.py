@@ -15,11 +15,13 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from inpaint.errors import InpaintError
+
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 
 
-class ConfigError(ValueError):
+class ConfigError(InpaintError):
     """A bad configuration: the message is one line naming the key and the valid choices."""
 
 

@@ -32,6 +32,7 @@ from inpaint.data.degrade import degrade
 from inpaint.data.io import InputError, is_volume_file, read_volume, volume_stem
 from inpaint.data.subjects import VolumeFile, find_volumes, read_split_file
 from inpaint.data.transforms import brain_mask, slice_last_permutation
+from inpaint.errors import report
 from inpaint.figures import box_plots, slice_panel
 from inpaint.inference import patch_borders
 from inpaint.interpolate import METHODS
@@ -331,11 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = run(args, "python -m inpaint.evaluate " + shlex.join(argv))
     except (InputError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        if isinstance(error, SubjectError):
-            print(f"       rows computed so far are in {Path(args.out) / 'metrics.csv'}; fix the cause and rerun with "
-                  "--resume", file=sys.stderr)
-        return 2
+        notes = [f"rows computed so far are in {Path(args.out) / 'metrics.csv'}; fix the cause and rerun with --resume"]
+        return report(error, *(notes if isinstance(error, SubjectError) else []))
     print(f"wrote {out / 'metrics.csv'}, {out / 'summary.md'}" + ("" if args.no_figures else f", {out / 'figures'}/"))
     print((out / "summary.md").read_text().split("\n## ")[0])
     return 0

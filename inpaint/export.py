@@ -23,6 +23,7 @@ import torch
 
 from inpaint.checkpoint import load_module, read_checkpoint
 from inpaint.data.io import InputError, atomic_write
+from inpaint.errors import report
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 KEEP = ("state_dict", "hyper_parameters", "pytorch-lightning_version")
@@ -56,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         size = export(args.checkpoint, args.output, args.dtype, args.overwrite)
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report(error)
     print(f"wrote {args.output} ({size / 2**20:.2f} MiB, {args.dtype})")
     return 0
 

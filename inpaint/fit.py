@@ -52,6 +52,7 @@ from inpaint.callbacks import (
 from inpaint.data.io import atomic_write
 from inpaint.data.module import InpaintDataModule
 from inpaint.data.subjects import subject_name
+from inpaint.errors import report as report_error
 from inpaint.loggers import make_logger
 from inpaint.system import InpaintingModule
 from models import GENERATORS
@@ -234,9 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     except (configuration.ConfigError, ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
         if os.environ.get("INPAINT_DEBUG"):
             raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return report_error(error.args[0] if isinstance(error, KeyError) and error.args else error)
     return 0
 
 

@@ -26,6 +26,7 @@ from inpaint.checkpoint import load_module
 from inpaint.data.degrade import Degraded, find_slice_axis, known_volume
 from inpaint.data.io import InputError, is_volume_file, read_volume, write_volume
 from inpaint.data.transforms import brain_mask, slice_last_permutation
+from inpaint.errors import EXIT_ERROR, report
 from inpaint.interpolate import METHODS, kept_indices, sparse_to_dense
 from inpaint.metrics import volume_metrics
 from inpaint.restore import Restorer
@@ -188,16 +189,15 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 metrics = predict_file(path, output, restorer, args)
             except (InputError, FileExistsError) as error:
-                print(f"error: {error}", file=sys.stderr)
+                report(error)
                 failed += 1
                 continue
             print(f"wrote {output}" + (f" | vs input: {format_metrics(metrics)}" if metrics else ""))
     except (InputError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report(error)
     if failed and len(pairs) > 1:
-        print(f"error: {failed} of {len(pairs)} volume(s) failed (see above); the others were written", file=sys.stderr)
-    return 2 if failed else 0
+        report(f"{failed} of {len(pairs)} volume(s) failed (see above); the others were written")
+    return EXIT_ERROR if failed else 0
 
 
 if __name__ == "__main__":

@@ -11,10 +11,12 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from inpaint.errors import InpaintError
+
 NIFTI_SUFFIXES = (".nii.gz", ".nii", ".mgz")
 
 
-class InputError(ValueError):
+class InputError(InpaintError):
     """Bad input data: the message is one line naming the file and the fix."""
 
 
