@@ -31,9 +31,10 @@ from inpaint.checkpoint import load_module
 from inpaint.data.degrade import degrade
 from inpaint.data.io import InputError, is_volume_file, read_volume, volume_stem
 from inpaint.data.subjects import VolumeFile, find_volumes, read_split_file
-from inpaint.data.transforms import brain_mask, slice_last_permutation
+from inpaint.data.transforms import brain_mask
 from inpaint.errors import report
 from inpaint.figures import box_plots, slice_panel
+from inpaint.geometry import slice_last_permutation
 from inpaint.inference import patch_borders
 from inpaint.interpolate import METHODS
 from inpaint.metrics import seam_ratio, volume_metrics

@@ -110,8 +110,7 @@ def data_info(datamodule: InpaintDataModule) -> dict[str, Any]:
     """Voxel spacing of the first training volume (slice axis last), the interval and slice model trained at."""
     import nibabel as nib
 
-    from inpaint.data.transforms import slice_last_permutation
-    from inpaint.interpolate import slice_axis
+    from inpaint.geometry import slice_axis, slice_last_permutation
 
     volumes = datamodule.splits["train"] or datamodule.splits["val"]
     image = nib.load(str(volumes[0].image))

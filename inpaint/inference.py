@@ -292,7 +292,7 @@ def infer_acquired(
     Returns:
         (1, X, Y, Z) float32 on the CPU, normalised units.
     """
-    from inpaint.data.acquired import acquired_slices
+    from inpaint.geometry import acquired_slices
 
     volume, known, mask = (t.reshape(*t.shape[-3:]) for t in (volume, known, mask))
     device = torch.device(device) if device is not None else volume.device

@@ -1,106 +1,18 @@
-"""Slice geometry and interpolation along the slice axis (PROTOCOL.md: slice axis, kept slices, linear, cubic).
+"""Interpolation along the slice axis (PROTOCOL.md: linear, cubic); the slice geometry is ``inpaint.geometry``.
 
-Pure functions on torch tensors, shared by the degradation transform, the classical baselines and
-``inpaint.predict``. Slices are counted in the file's own voxel order, 0-based, before any reorientation.
+Pure functions on torch tensors, shared by the degradation transform, the classical fills of
+``inpaint.restore`` and ``inpaint.predict``.
 """
 
 from __future__ import annotations
 
-import nibabel as nib
 import numpy as np
 import torch
 from scipy.interpolate import make_interp_spline
 
+from inpaint.geometry import kept_indices
+
 METHODS = ("linear", "cubic")
-# Smallest |cos| between the S/I voxel axis and the world's S/I direction: about 25.8 degrees of obliqueness.
-MIN_COSINE = 0.9
-
-
-def slice_axis(affine: np.ndarray, source: str = "") -> int:
-    """Return the voxel axis whose direction in ``affine`` is S or I (the axial slice axis).
-
-    Args:
-        affine: ``(4, 4)`` voxel-to-world affine (RAS+ world, as nibabel reads it).
-        source: name of the file, used in error messages.
-
-    Returns:
-        The axis (0, 1 or 2) of the voxel array along which the axial slices are stacked.
-
-    Raises:
-        ValueError: if no voxel axis maps to S/I, or that axis is oblique by more than ~25 degrees.
-
-    Example:
-        >>> slice_axis(np.diag([-1.0, 1.0, 1.0, 1.0]))  # LAS
-        2
-    """
-    where = f"{source}: " if source else ""
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4) or not np.isfinite(affine).all():
-        raise ValueError(
-            f"{where}expected a finite 4x4 affine, got shape {affine.shape}; check the NIfTI header"
-        )
-    codes = nib.aff2axcodes(affine)
-    axes = [i for i, code in enumerate(codes) if code in ("S", "I")]
-    if len(axes) != 1:
-        raise ValueError(
-            f"{where}no voxel axis points S/I (axis codes {codes}); fix the header's qform/sform or "
-            "reslice the image to an axial grid before degrading it"
-        )
-    axis = axes[0]
-    column = affine[:3, axis]
-    cosine = abs(column[2]) / np.linalg.norm(column)
-    if cosine < MIN_COSINE:
-        degrees = np.degrees(np.arccos(min(cosine, 1.0)))
-        raise ValueError(
-            f"{where}the S/I voxel axis {axis} is oblique by {degrees:.0f} degrees (more than "
-            f"{np.degrees(np.arccos(MIN_COSINE)):.0f}), so its slices are not axial; reslice the image to an "
-            "axial grid first"
-        )
-    return axis
-
-
-def kept_indices(n: int, interval: int, offset: int = 0) -> torch.Tensor:
-    """Indices ``k`` of the acquired slices: ``k % interval == offset``, ``0 <= k < n``.
-
-    Args:
-        n: number of slices along the slice axis.
-        interval: keep every ``interval``-th slice (``>= 1``).
-        offset: index of the first kept slice, in ``[0, interval)``.
-
-    Returns:
-        ``(K,)`` int64 tensor of increasing indices, ``K >= 2``.
-
-    Raises:
-        ValueError: for a bad interval or offset, or fewer than 2 kept slices.
-
-    Example:
-        >>> kept_indices(12, 5).tolist()
-        [0, 5, 10]
-    """
-    if interval < 1:
-        raise ValueError(f"interval must be >= 1, got {interval}")
-    if not 0 <= offset < interval:
-        raise ValueError(f"offset must be in [0, interval) = [0, {interval}), got {offset}")
-    kept = torch.arange(offset, n, interval, dtype=torch.long)
-    if kept.numel() < 2:
-        if n < 2:
-            fix = "a volume with at least 2 slices along this axis"
-        elif n - 1 - offset > offset:
-            fix = f"an interval <= {n - 1 - offset}"
-        else:
-            fix = f"offset 0 and an interval <= {n - 1}"
-        raise ValueError(
-            f"interval {interval} with offset {offset} leaves fewer than 2 acquired slices along an axis of "
-            f"length {n}; use {fix}"
-        )
-    return kept
-
-
-def known_mask(n: int, interval: int, offset: int = 0) -> torch.Tensor:
-    """``(n,)`` bool tensor, True on the acquired slices of :func:`kept_indices`."""
-    known = torch.zeros(n, dtype=torch.bool)
-    known[kept_indices(n, interval, offset)] = True
-    return known
 
 
 def _check_axis(axis: int, ndim: int) -> int:

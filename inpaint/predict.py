@@ -23,11 +23,12 @@ import torch
 from tqdm.auto import tqdm
 
 from inpaint.checkpoint import load_module
-from inpaint.data.degrade import Degraded, find_slice_axis, known_volume
+from inpaint.data.degrade import Degraded
 from inpaint.data.io import InputError, is_volume_file, read_volume, write_volume
-from inpaint.data.transforms import brain_mask, slice_last_permutation
+from inpaint.data.transforms import brain_mask
 from inpaint.errors import EXIT_ERROR, report
-from inpaint.interpolate import METHODS, kept_indices, sparse_to_dense
+from inpaint.geometry import find_slice_axis, kept_indices, known_volume, spacing_slice_last
+from inpaint.interpolate import METHODS, sparse_to_dense
 from inpaint.metrics import volume_metrics
 from inpaint.restore import Restorer
 
@@ -35,11 +36,6 @@ log = logging.getLogger("inpaint")
 SPACING_TOLERANCE = 0.02  # slice spacing / target spacing must be this close to an integer (relative)
 CONSISTENCY = {"trained": None, "on": True, "off": False}  # --data-consistency -> the restore setting
 BORDER_NONZERO = 0.2  # warn about skull when this fraction of the in-plane border is nonzero
-
-
-def spacing_slice_last(affine: np.ndarray, axis: int) -> list[float]:
-    zooms = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
-    return [float(zooms[a]) for a in slice_last_permutation(axis)]
 
 
 def upsampling_factor(slice_spacing: float, target: float, source: str) -> int:

@@ -26,11 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from inpaint.config import DataConfig, InferenceConfig, ModelConfig
-from inpaint.data.acquired import acquired_slices
 from inpaint.data.degrade import Degraded, degrade
 from inpaint.data.io import InputError
 from inpaint.data.normalise import acquired_scale, denormalise, normalise
-from inpaint.data.transforms import slice_last_permutation
+from inpaint.geometry import acquired_slices, slice_last_permutation
 from inpaint.interpolate import METHODS, fill_missing
 
 log = logging.getLogger("inpaint")

@@ -19,23 +19,7 @@ import torchio as tio
 
 from inpaint.constants import ACQUIRED, GAPS, INPUT, INTERVAL, KNOWN, MASK, PATH, TARGET
 from inpaint.data.io import InputError
-
-
-def acquired_slices(known: torch.Tensor, source: str = "volume") -> tuple[torch.Tensor, int]:
-    """Indices of the acquired slices along the last axis of a ``(..., Z)`` mask, and their spacing.
-
-    Raises:
-        InputError: fewer than 2 acquired slices, or not evenly spaced.
-    """
-    line = known.reshape(-1, known.shape[-1]).amax(0) > 0
-    kept = torch.nonzero(line)[:, 0]
-    if kept.numel() < 2:
-        raise InputError(f"{source}: fewer than 2 acquired slices; nothing to interpolate between")
-    steps = kept.diff()
-    if bool((steps != steps[0]).any()):
-        raise InputError(f"{source}: acquired slices are not evenly spaced (steps {sorted(set(steps.tolist()))}); "
-                         "resample the acquisition to an even slice spacing first")
-    return kept, int(steps[0])
+from inpaint.geometry import acquired_slices
 
 
 def gap_targets(target: torch.Tensor, kept: torch.Tensor, slots: int) -> torch.Tensor:

@@ -11,16 +11,8 @@ import torchio as tio
 
 from inpaint.constants import INPUT, INTERVAL, KNOWN, OFFSET, PATH, SLICE_AXIS, TARGET, THICK
 from inpaint.data.io import InputError
-from inpaint.interpolate import fill_missing, kept_indices, slice_axis
-
-
-def known_volume(shape: Sequence[int], axis: int, kept: torch.Tensor) -> torch.Tensor:
-    """A (X, Y, Z) uint8 volume that is 1 on the acquired slices ``kept`` along ``axis``."""
-    line = torch.zeros(shape[axis], dtype=torch.uint8)
-    line[kept] = 1
-    view = [1, 1, 1]
-    view[axis] = -1
-    return line.view(view).expand(*shape).contiguous()
+from inpaint.geometry import find_slice_axis, kept_indices, known_volume
+from inpaint.interpolate import fill_missing
 
 
 @dataclass
@@ -59,14 +51,6 @@ def slab_means(volume: torch.Tensor, axis: int, kept: torch.Tensor, thickness: i
     sums = cumulative[hi] - cumulative[lo]
     counts = (hi - lo).double().view(-1, *[1] * (moved.ndim - 1))
     return (sums / counts).float().movedim(0, axis)
-
-
-def find_slice_axis(affine: np.ndarray, source: str) -> int:
-    """:func:`inpaint.interpolate.slice_axis` with an :class:`InputError` naming ``source``."""
-    try:
-        return slice_axis(affine, source)
-    except ValueError as error:
-        raise InputError(str(error)) from None
 
 
 def degrade(reference: torch.Tensor, affine: np.ndarray, interval: int = 5, offset: int = 0,

@@ -8,6 +8,7 @@ import torchio as tio
 
 from inpaint.constants import MASK, MASK_GIVEN, PATH, SAMPLING, SLICE_AXIS, TARGET
 from inpaint.data.io import InputError
+from inpaint.geometry import permute_volume, slice_last_permutation
 
 
 def brain_mask(reference: torch.Tensor, mask: torch.Tensor | None = None, source: str = "volume") -> torch.Tensor:
@@ -38,16 +39,6 @@ class PrepareVolume(tio.Transform):
         else:
             subject.add_image(tio.LabelMap(tensor=brain, affine=target.affine), MASK)
         return subject
-
-
-def slice_last_permutation(axis: int) -> list[int]:
-    """Spatial permutation that moves ``axis`` to the end, keeping the other two in order."""
-    return [a for a in range(3) if a != axis] + [axis]
-
-
-def permute_volume(data: torch.Tensor, affine: np.ndarray, perm: list[int]) -> tuple[torch.Tensor, np.ndarray]:
-    """Permute the spatial axes of (C, X, Y, Z) data and the matching affine columns (world coordinates kept)."""
-    return data.permute(0, *[p + 1 for p in perm]).contiguous(), affine[:, [*perm, 3]]
 
 
 class SliceAxisLast(tio.Transform):

@@ -8,7 +8,8 @@ import pytest
 from inpaint.config import load
 from inpaint.data.io import read_volume
 from inpaint.fit import fit
-from inpaint.interpolate import fill_missing, kept_indices, slice_axis
+from inpaint.geometry import kept_indices, slice_axis
+from inpaint.interpolate import fill_missing
 from inpaint.metrics import volume_metrics
 
 pytestmark = pytest.mark.realdata

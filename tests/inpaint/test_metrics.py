@@ -10,7 +10,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from inpaint.interpolate import fill_missing, kept_indices, known_mask, slice_axis
+from inpaint.geometry import kept_indices, known_mask, slice_axis
+from inpaint.interpolate import fill_missing
 from inpaint.metrics import hfen, psnr, ssim, volume_metrics
 
 SHARED_DATA = Path(

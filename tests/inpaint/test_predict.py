@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from inpaint.config import load
-from inpaint.interpolate import fill_missing, kept_indices
+from inpaint.geometry import kept_indices
+from inpaint.interpolate import fill_missing
 from inpaint.predict import main
 from tests.conftest import phantom, quick_overrides, write_nifti
 

@@ -7,11 +7,12 @@ import torch
 import torchio as tio
 
 from inpaint.constants import ACQUIRED, GAPS, INTERVAL, MASK, TARGET
-from inpaint.data.acquired import AcquiredGrid, acquired_slices, gap_mask, gap_targets
+from inpaint.data.acquired import AcquiredGrid, gap_mask, gap_targets
 from inpaint.data.degrade import Degrade
 from inpaint.data.io import InputError
 from inpaint.data.normalise import Normalise
 from inpaint.data.transforms import PrepareVolume, SliceAxisLast
+from inpaint.geometry import acquired_slices
 from models.slice_resnet import SliceResNet
 
 

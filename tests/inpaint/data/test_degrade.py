@@ -8,7 +8,8 @@ import torchio as tio
 from inpaint.constants import INPUT, KNOWN, SLICE_AXIS, TARGET
 from inpaint.data.degrade import Degrade
 from inpaint.data.io import InputError
-from inpaint.data.transforms import SliceAxisLast, permute_volume, slice_last_permutation
+from inpaint.data.transforms import SliceAxisLast
+from inpaint.geometry import permute_volume, slice_last_permutation
 from tests.inpaint.test_interpolate import numpy_linear
 
 LAS = np.diag([-1.0, 1.0, 1.0, 1.0])
