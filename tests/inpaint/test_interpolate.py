@@ -1,3 +1,5 @@
+"""inpaint.interpolate: linear and cubic fills along the slice axis, and sparse_to_dense."""
+
 from __future__ import annotations
 
 import numpy as np
