@@ -27,6 +27,7 @@ Distributed (Lightning DDP; ``trainer.*`` keys go to ``L.Trainer`` as they are):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -226,10 +227,23 @@ def report(result: dict[str, Any], cfg: DictConfig) -> None:
     print(f"   summary:     {run_dir / 'result.json'}")
 
 
+def usage() -> str:
+    """``--help``: the module docstring's usage, the experiments and the config sections."""
+    keys = [f.name + (".*" if f.name == "generator" or dataclasses.is_dataclass(f.default_factory) else "")
+            for f in dataclasses.fields(configuration.Config) if f.name != "experiment"]
+    return (f"usage: python -m inpaint.fit experiment=NAME [key=value ...]\n\n{__doc__.strip()}\n\n"
+            f"experiments: {', '.join(configuration.experiment_names())} (or a path to a YAML file)\n"
+            f"keys: {', '.join(keys)} (every key with its default: inpaint/config.py)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help", "help") for a in args):
+        print(usage(), end="")
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        cfg = configuration.from_argv(argv)
+        cfg = configuration.from_argv(args)
         fit(cfg)
     except (configuration.ConfigError, ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
         if os.environ.get("INPAINT_DEBUG"):

@@ -92,3 +92,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_module_entry_point(tmp_path):
     out = subprocess.run([sys.executable, "-m", "inpaint.fit", "experiment=nope"], capture_output=True, text=True)
     assert out.returncode == 2 and "unknown experiment 'nope'" in out.stderr
+
+
+def test_help_prints_the_usage_and_the_experiments(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m inpaint.fit experiment=NAME") and "slice_resnet" in out and "data.*" in out
