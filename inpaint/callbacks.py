@@ -1,6 +1,6 @@
 """Run-time callbacks: per-rank subject records (DDP check), throughput, validation slice panels, W&B notes.
 
-``inpaint.fit`` adds them: ``SubjectRecorder`` with ``data.record_subjects=true``, ``PatchThroughput`` and
+``inpaint.fit`` adds them: ``SubjectRecorder`` with ``data.record_subjects=true``, ``PatchThroughput``, ``WorkMeter`` and
 ``SlicePanels`` whenever a logger is on, ``CheckpointArtifactNote`` with ``logger=wandb``. Importing this module
 does not import wandb (Lightning's ``WandbLogger`` imports it when a run starts).
 """
@@ -80,6 +80,48 @@ class PatchThroughput(L.Callback):
             for logger in trainer.loggers:
                 logger.log_metrics({"train/patches_per_s": rate}, step=_step(trainer))
         self._reset()
+
+
+class WorkMeter(L.Callback):
+    """Logs the work a run has done so far, so learning curves of different generators compare honestly.
+
+    ``work/patches_seen`` (training patches of all ranks), ``work/cpu_hours`` (CPU time of this process, all
+    its threads, training and validation; data-loader worker processes are not counted) and
+    ``work/wall_hours``, at every validation and with the throughput. The totals are saved in the
+    checkpoint, so a resumed run continues counting.
+    """
+
+    def __init__(self) -> None:
+        self.patches, self.cpu, self.wall = 0, 0.0, 0.0
+        self._mark()
+
+    def _mark(self) -> None:
+        self._cpu0, self._wall0 = time.process_time(), time.perf_counter()
+
+    def totals(self) -> dict[str, float]:
+        cpu, wall = self.cpu + time.process_time() - self._cpu0, self.wall + time.perf_counter() - self._wall0
+        return {"work/patches_seen": float(self.patches), "work/cpu_hours": cpu / 3600, "work/wall_hours": wall / 3600}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._mark()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.patches += patch_count(batch) * trainer.world_size
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            logger.log_metrics(self.totals(), step=_step(trainer))
+
+    def state_dict(self) -> dict[str, float]:
+        totals = self.totals()
+        return {"patches": self.patches, "cpu": totals["work/cpu_hours"] * 3600, "wall": totals["work/wall_hours"] * 3600}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.patches, self.cpu, self.wall = int(state["patches"]), float(state["cpu"]), float(state["wall"])
+        self._mark()
 
 
 def panel_image(batch: dict[str, Any], pred: torch.Tensor | None = None) -> np.ndarray:

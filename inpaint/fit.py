@@ -49,6 +49,7 @@ from inpaint.callbacks import (
     SlicePanels,
     SubjectRecorder,
     ValidationHistory,
+    WorkMeter,
 )
 from inpaint.data.io import atomic_write
 from inpaint.data.module import InpaintDataModule
@@ -137,7 +138,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, config: dict, trainable: bool,
     if logger is not None:
         callbacks.append(SlicePanels(run_dir))
         if trainable:
-            callbacks += [LearningRateMonitor(logging_interval="epoch"), PatchThroughput()]
+            callbacks += [LearningRateMonitor(logging_interval="epoch"), PatchThroughput(), WorkMeter()]
         if cfg.logger == "wandb":
             callbacks.append(CheckpointArtifactNote())
     return L.Trainer(**trainer_cfg, default_root_dir=str(run_dir), logger=logger if logger else False,

@@ -55,7 +55,10 @@ def test_training_writes_config_checkpoints_and_metrics(tiny_root, tmp_path):
     result = fit(train_cfg(tiny_root, tmp_path))
     run = Path(result["run_dir"])
     assert Path(result["best_checkpoint"]).name == "best.ckpt" and (run / "checkpoints" / "last.ckpt").is_file()
-    assert "val/psnr" in (run / "logs" / "metrics.csv").read_text().splitlines()[0]
+    lines = (run / "logs" / "metrics.csv").read_text().splitlines()
+    assert "val/psnr" in lines[0] and "work/cpu_hours" in lines[0]
+    column = lines[0].split(",").index("work/patches_seen")
+    assert [float(line.split(",")[column]) for line in lines[1:] if line.split(",")[column]] == [6.0, 12.0]
     checkpoint = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=False)
     hparams = checkpoint["hyper_parameters"]
     assert hparams["config"]["generator"]["name"] == "dense_unet" and hparams["data_info"]["interval"] == 5
@@ -73,6 +76,8 @@ def test_resume_continues_exactly(tiny_root, tmp_path):
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, msg=key)
     assert a["lr_schedulers"] == b["lr_schedulers"]
+    work = {k: v for k, v in b["callbacks"].items() if "WorkMeter" in k}
+    assert [state["patches"] for state in work.values()] == [2 * 3 * 2]  # the resumed run kept counting
 
 
 def test_resume_true_finds_the_last_checkpoint(tiny_root, tmp_path):
