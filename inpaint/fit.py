@@ -128,8 +128,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, config: dict, trainable: bool,
     callbacks: list[L.Callback] = [SubjectRecorder(run_dir)] if cfg.data.record_subjects else []
     if trainable:
         callbacks.append(ValidationHistory())
+        # best.ckpt: the best val/psnr; last.ckpt: every epoch (Lightning's save_last writes it only when a
+        # best checkpoint was saved in the same step, so a run whose validation stalls would resume from far back)
         callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/psnr",
-                                         mode="max", save_last=True, auto_insert_metric_name=False))
+                                         mode="max", auto_insert_metric_name=False))
+        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                                         auto_insert_metric_name=False, enable_version_counter=False))
     if cfg.callbacks.perceptual is not None:
         from inpaint.perceptual import PerceptualLoss
 
@@ -185,10 +189,10 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     else:
         metrics = {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule)[0].items()}
         last, best_epoch = metrics, None
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best_saver, last_saver = ([c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)] + [None, None])[:2]
     result = {"run_dir": str(run_dir), "metrics": metrics, "best_epoch": best_epoch, "last_metrics": last,
-              "best_checkpoint": checkpoint.best_model_path if checkpoint else "",
-              "last_checkpoint": checkpoint.last_model_path if checkpoint else "",
+              "best_checkpoint": best_saver.best_model_path if best_saver else "",
+              "last_checkpoint": last_saver.best_model_path if last_saver else "",
               "val_subjects": [subject_name(v.name) for v in datamodule.splits["val"]]}
     if trainer.is_global_zero:
         atomic_write(run_dir / "result.json", json.dumps(result, indent=2))

@@ -65,6 +65,13 @@ def test_training_writes_config_checkpoints_and_metrics(tiny_root, tmp_path):
     assert not any("vgg" in k.lower() for k in checkpoint["state_dict"])
 
 
+def test_last_checkpoint_is_written_every_epoch_even_when_validation_does_not_improve(tiny_root, tmp_path):
+    result = fit(train_cfg(tiny_root, tmp_path, "optim.lr=0"))  # the same weights: epoch 1 is no improvement
+    last = torch.load(result["last_checkpoint"], map_location="cpu", weights_only=False)
+    best = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=False)
+    assert (best["epoch"], last["epoch"]) == (0, 1) and Path(result["last_checkpoint"]).name == "last.ckpt"
+
+
 def test_resume_continues_exactly(tiny_root, tmp_path):
     straight = fit(train_cfg(tiny_root, tmp_path / "a"))
     first = fit(train_cfg(tiny_root, tmp_path / "b", "trainer.max_epochs=1"))
