@@ -275,7 +275,7 @@ def infer_acquired(
     and beyond the first/last acquired slice the linear input is kept. No patch grid, so no seams.
 
     Args:
-        generator: ``trunk``/``head_inputs``/``emit`` as ``models.slice_resnet.SliceResNet``, in eval mode.
+        generator: ``trunk``/``head_features``/``emit`` as ``models.slice_resnet.SliceResNet``, in eval mode.
         volume: interpolated input (..., X, Y, Z), normalised, slice axis last.
         known: acquired-slice mask, same shape (evenly spaced acquired slices).
         mask: brain mask, same shape.
@@ -314,9 +314,9 @@ def infer_acquired(
                 hi = (min(box[0][1], x1 + halo), min(box[1][1], y1 + halo))
                 slices = volume[lo[0]:hi[0], lo[1]:hi[1]][..., kept].to(device, torch.float32)[None, None]
                 with _autocast(device, bf16):
-                    this, following = generator.head_inputs(generator.trunk(slices, gaps))
+                    head = generator.head_features(generator.trunk(slices, gaps))
                     for m in range(first, gap):
-                        values = generator.emit(this, following, slices, gaps, torch.full((1,), m / gap, device=device))
+                        values = generator.emit(head, slices, gaps, torch.full((1,), m / gap, device=device))
                         values = values[0, 0, x0 - lo[0]:x1 - lo[0], y0 - lo[1]:y1 - lo[1]].float().cpu()
                         count = len(kept) if m == 0 else len(kept) - 1
                         result[x0:x1, y0:y1, kept[:count] + m] = values[..., :count]

@@ -152,7 +152,8 @@ class InpaintingModule(L.LightningModule):
     def acquired_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """L1 on the missing slices of acquired-grid patches (``inpaint.data.acquired``), normalised units.
 
-        A patch has K acquired slices (B, 1, P, P, K) and gap targets (B, S, P, P, K); slot m of slice j is
+        The mean over each patch's target slots, then over patches: a patch at interval 8 (7 missing slices
+        per gap) weighs as much as one at interval 2 (1). A patch has K acquired slices (B, 1, P, P, K) and gap targets (B, S, P, P, K); slot m of slice j is
         a target when m < interval, j < K - 1 (the last slice's gap leaves the patch) and m >= 1, or m = 0
         for thick slices (the acquired position is then predicted too).
         """
@@ -167,8 +168,9 @@ class InpaintingModule(L.LightningModule):
         valid = (slots[None] < interval[:, None]) & ((slots[None] >= 1) | thick[:, None])  # (B, S')
         valid = valid[:, :, None, None, None] & (torch.arange(slices.shape[-1], device=slices.device) < slices.shape[-1] - 1)
         pred = self.generator(slices, interval.float(), t.clamp(max=1))[:, 0].permute(0, 4, 1, 2, 3)  # (B, S', P, P, K)
-        error = (pred - gaps[:, first:last]).abs()
-        return {"l1": self.loss_cfg["l1"] * error[valid.expand_as(error)].mean()}
+        valid = valid.expand_as(pred).to(pred.dtype)
+        error = ((pred - gaps[:, first:last]).abs() * valid).flatten(1).sum(1) / valid.flatten(1).sum(1)
+        return {"l1": self.loss_cfg["l1"] * error.mean()}  # each patch counts alike, whatever its interval
 
     def model_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs, known, target = (batch[k][tio.DATA].float() for k in (INPUT, KNOWN, TARGET))

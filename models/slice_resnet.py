@@ -5,13 +5,13 @@ slices carry no information of their own. This one computes on the acquired slic
 produces the missing ones at the end, as ESPCN/EDSR do for in-plane super-resolution:
 
     features = trunk(acquired slices, gap)                    (B, C, X, Y, K), K acquired slices
-    value(j, t) = (1 - t) * A[j] + t * A[j + 1] + head(F[j], F[j + 1], t, gap)
+    value(j, t) = (1 - t) * A[j] + t * A[j + 1] + w(t, gap) . H[j] + b(t, gap),   H[j] = head(F[j], F[j + 1])
 
 for the position ``t`` in [0, 1) between acquired slice ``j`` and the next one, ``gap`` slices of the
 output grid apart. The head is tied to no interval: ``t`` and ``gap`` are continuous, so one network
 serves intervals 2-8 (and non-integer slice spacings). ``t = 0`` is the acquired slice itself: exact
 for thin slices (the restorer copies it), predicted for thick ones (a slab mean is not the slice).
-The head's last layer starts at zero, so an untrained network is linear interpolation.
+The readout's last layer starts at zero, so an untrained network is linear interpolation.
 """
 
 from __future__ import annotations
@@ -89,12 +89,11 @@ class SliceResNet(nn.Module):
         self.body_out = nn.Conv3d(features, features, tuple(kernel), padding=padding)
         self.from_this = nn.Conv3d(features, head_features, 1)
         self.from_next = nn.Conv3d(features, head_features, 1, bias=False)
-        self.position = nn.Sequential(nn.Linear(2 + 2 * frequencies, head_features), nn.ReLU(inplace=True),
-                                      nn.Linear(head_features, head_features))
         self.hidden = nn.Conv3d(head_features, head_features, 1)
-        self.out = nn.Conv3d(head_features, 1, 1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.readout = nn.Sequential(nn.Linear(2 + 2 * frequencies, head_features), nn.ReLU(inplace=True),
+                                     nn.Linear(head_features, head_features + 1))
+        nn.init.zeros_(self.readout[-1].weight)
+        nn.init.zeros_(self.readout[-1].bias)
 
     def trunk(self, slices: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, X, Y, K) acquired slices, (B,) gaps -> (B, features, X, Y, K)."""
@@ -102,23 +101,26 @@ class SliceResNet(nn.Module):
         x = self.stem(torch.cat([slices, gap_channel], 1))
         return x + self.body_out(self.body(x))
 
-    def head_inputs(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The head's first layer applied to each slice's features and to its next slice's (the last repeats)."""
-        this, following = self.from_this(features), self.from_next(features)
+    def head_features(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, features, X, Y, K) trunk output -> (B, head_features, X, Y, K): each gap's features, from the
+        acquired slice before it and the one after it (the last slice repeats itself)."""
+        following = self.from_next(features)
         following = torch.cat([following[..., 1:], following[..., -1:]], -1)
-        return this, following
+        return F.relu(self.hidden(F.relu(self.from_this(features) + following, inplace=True)), inplace=True)
 
-    def emit(self, this: torch.Tensor, following: torch.Tensor, slices: torch.Tensor, gap: torch.Tensor,
-             t: torch.Tensor) -> torch.Tensor:
-        """Values at one position per sample: ``t`` (B,) -> (B, 1, X, Y, K)."""
-        position = self.position(position_features(t[:, None].to(this.dtype), gap.to(this.dtype), self.frequencies))
-        hidden = F.relu(this + following + position[:, 0].view(*position.shape[:1], -1, 1, 1, 1), inplace=True)
-        correction = self.out(F.relu(self.hidden(hidden), inplace=True))
+    def emit(self, head: torch.Tensor, slices: torch.Tensor, gap: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Values at one position per sample: ``t`` (B,) -> (B, 1, X, Y, K).
+
+        The correction is a linear readout of the gap's features whose weights and bias depend on the
+        position and the gap (an MLP of ``t`` and ``gap``): a separate readout per position, continuous in it.
+        """
+        readout = self.readout(position_features(t[:, None].to(head.dtype), gap.to(head.dtype), self.frequencies))[:, 0]
+        correction = torch.einsum("bcxyk,bc->bxyk", head, readout[:, :-1]) + readout[:, -1].view(-1, 1, 1, 1)
         nxt = torch.cat([slices[..., 1:], slices[..., -1:]], -1)[:, :1]
         weight = t.to(slices.dtype).view(-1, 1, 1, 1, 1)
-        return (1 - weight) * slices[:, :1] + weight * nxt + correction.to(slices.dtype)
+        return (1 - weight) * slices[:, :1] + weight * nxt + correction[:, None].to(slices.dtype)
 
     def forward(self, slices: torch.Tensor, gap: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """(B, C, X, Y, K), (B,), (B, S) -> (B, 1, X, Y, K, S): values at ``j + t[:, s]`` (in gaps)."""
-        this, following = self.head_inputs(self.trunk(slices, gap))
-        return torch.stack([self.emit(this, following, slices, gap, t[:, s]) for s in range(t.shape[1])], -1)
+        head = self.head_features(self.trunk(slices, gap))
+        return torch.stack([self.emit(head, slices, gap, t[:, s]) for s in range(t.shape[1])], -1)

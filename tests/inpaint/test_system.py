@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchio as tio
 
 from inpaint.system import InpaintingModule
 
@@ -64,3 +65,19 @@ def test_inference_can_switch_off_the_data_consistency_a_model_was_trained_with(
     torch.testing.assert_close(on[0][..., ::4], x[0, 0][..., ::4])
     assert not torch.allclose(off[0][..., ::4], x[0, 0][..., ::4])
     torch.testing.assert_close(on[0][..., 1::4], off[0][..., 1::4])  # missing slices are the network's either way
+
+
+def test_acquired_grid_loss_counts_each_patch_alike_and_only_its_missing_slices():
+    from inpaint.constants import ACQUIRED, GAPS, INTERVAL, THICK
+
+    module = InpaintingModule({"name": "slice_resnet", "features": 4, "blocks": 1, "head_features": 4})
+    slices = torch.zeros(2, 1, 4, 4, 3)
+    gaps = torch.zeros(2, 8, 4, 4, 3)
+    gaps[0, 1:2] = 1.0  # interval 2: its one missing slot per gap is off by 1
+    gaps[1, 1:5] = 3.0  # interval 5: its four missing slots are off by 3
+    gaps[:, 0] = 100.0  # the acquired positions (thin slices): never a target
+    gaps[:, :, ..., -1] = 100.0  # the last slice's gap leaves the patch: never a target
+    gaps[0, 2:] = gaps[1, 5:] = 100.0  # beyond each interval
+    batch = {ACQUIRED: {tio.DATA: slices}, GAPS: {tio.DATA: gaps}, INTERVAL: torch.tensor([2, 5]),
+             THICK: torch.tensor([False, False])}
+    assert module.acquired_step(batch)["l1"].item() == pytest.approx((1.0 + 3.0) / 2)  # an untrained net is linear (0)

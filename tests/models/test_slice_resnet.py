@@ -15,7 +15,7 @@ SMALL = {"features": 8, "blocks": 1, "head_features": 8}
 def trained_like(net: SliceResNet) -> SliceResNet:
     """Random non-zero output weights, as after training (the output layer starts at zero)."""
     torch.manual_seed(1)
-    torch.nn.init.normal_(net.out.weight, std=0.1)
+    torch.nn.init.normal_(net.readout[-1].weight, std=0.1)
     return net
 
 
