@@ -2,6 +2,7 @@
 
     python -m inpaint.bench                                  # paper sizes on the CPU (< ~8 min on 2 cores)
     python -m inpaint.bench --device cuda --out docs/bench_gpu.md
+    python -m inpaint.bench --device cuda --batches 48,96     # + patches/s by batch size, the best marked
     python -m inpaint.bench --shrunk --repeats 1             # tiny networks and sizes: a smoke run
     python -m inpaint.bench --levers --skip train,peer,queue --generators dense_unet   # inference levers
     python -m inpaint.bench --checkpoint runs/.../best.ckpt  # tile-vs-exact difference of a trained net
@@ -54,7 +55,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VOLUME = REPO.parent / "shared" / "data" / "ds002748" / "sub-02_T1w.nii.gz"
 H100_BF16_DENSE = 989e12  # H100 SXM dense bf16 spec, FLOP/s
 MATMUL_REACHABLE = 798e12  # what a large bf16 matmul reaches on an H100 (measured again on cuda)
-SHRUNK = {"dense_unet": {"features": 4, "layers_per_block": 2}, "unet3d": {"features": (4, 8, 16, 32, 64)}}
+SHRUNK = {"dense_unet": {"features": 4, "layers_per_block": 2}, "unet3d": {"features": (4, 8, 16, 32, 64)},
+          "slice_resnet": {"features": 4, "blocks": 1, "head_features": 8}}
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -99,6 +101,20 @@ def bench_training(name: str, kwargs: dict, perceptual: bool, args: argparse.Nam
             "memory": str(memory)}
 
 
+def bench_batches(name: str, perceptual: bool, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``bench_training`` at each of ``args.batches``; a batch that does not fit in GPU memory is a note, not a crash."""
+    rows = []
+    for batch in args.batches:
+        row = {"generator": name, "perceptual": "yes" if perceptual else "no", "batch": batch}
+        try:
+            rows.append({**row, **bench_training(name, args.kwargs[name], perceptual, argparse.Namespace(**{
+                **vars(args), "batch": batch}))})
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            rows.append({**row, "note": "out of GPU memory"})
+    return rows
+
+
 def lever_functions(module: Any, tile: int) -> list[tuple[str, dict[str, Any]]]:
     """Whole-volume inference levers of the DenseUNet, each added to the previous ones: (label, settings)."""
     import copy
@@ -121,12 +137,13 @@ def lever_functions(module: Any, tile: int) -> list[tuple[str, dict[str, Any]]]:
 
 def bench_inference(name: str, kwargs: dict, case: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
     """Whole-volume ``predict_volume`` seconds for each mode, with the difference from the exact paper grid."""
+    from inpaint.checkpoint import load_module
     from inpaint.inference import infer_volume, plan
     from inpaint.system import InpaintingModule
 
     device = args.device
     if args.checkpoint and name == "dense_unet":
-        module = InpaintingModule.load_from_checkpoint(args.checkpoint, map_location=device)
+        module = load_module(args.checkpoint, device)
         name = f"{module.hparams.generator['name']} (checkpoint)"
     else:
         module = InpaintingModule({"name": name, **kwargs}).to(device)
@@ -176,8 +193,18 @@ def python_command() -> str:
     return str(exe.relative_to(Path.cwd())) if exe.is_relative_to(Path.cwd()) else "python"
 
 
+def training_cells(r: dict[str, Any], cuda: bool, matmul: float | None) -> str:
+    """The measured cells of one training row (or its note), joined by `` | ``."""
+    if "rate" not in r:
+        return r["note"]
+    achieved = r["flops"] / r["seconds"]
+    rate = (f"{achieved / 1e12:.1f} | {100 * achieved / H100_BF16_DENSE:.1f} % | "
+            f"{100 * achieved / (matmul or MATMUL_REACHABLE):.1f} %") if cuda else f"{achieved / 1e9:.1f}"
+    return (f"{r['rate']:.2f} | {r['seconds']:.3f} | {r['flops'] / 1e9:.0f} | {rate} | {r['memory']} | {r['n']}")
+
+
 def render(args: argparse.Namespace, train: list[dict], infer: list[dict], peer: Any, queue: Any,
-           matmul: float | None, argv: list[str]) -> str:
+           matmul: float | None, argv: list[str], sweep: list[dict] | None = None) -> str:
     """The Markdown report: header, then one table per part."""
     cuda = args.device.type == "cuda"
     precision = "bf16 autocast" if cuda else "fp32"
@@ -196,14 +223,16 @@ def render(args: argparse.Namespace, train: list[dict], infer: list[dict], peer:
     lines += [f"| generator | perceptual | patches/s | s/step | GFLOP/step | {flop_head} | peak memory | timed steps |",
               "|---|---|---|---|---|---|---|---|" + ("--|--|" if cuda else "")]
     for r in train:
-        if "rate" not in r:
-            lines.append(f"| {r['generator']} | {r['perceptual']} | {r['note']} |")
-            continue
-        achieved = r["flops"] / r["seconds"]
-        rate = (f"{achieved / 1e12:.1f} | {100 * achieved / H100_BF16_DENSE:.1f} % | "
-                f"{100 * achieved / (matmul or MATMUL_REACHABLE):.1f} %") if cuda else f"{achieved / 1e9:.1f}"
-        lines.append(f"| {r['generator']} | {r['perceptual']} | {r['rate']:.2f} | {r['seconds']:.3f} | "
-                     f"{r['flops'] / 1e9:.0f} | {rate} | {r['memory']} | {r['n']} |")
+        lines.append(f"| {r['generator']} | {r['perceptual']} | {training_cells(r, cuda, matmul)} |")
+    if args.batches:
+        lines += ["", f"## Training step by batch size ({precision}{layout}; best: the highest patches/s of each row group)",
+                  "", f"| generator | perceptual | batch | patches/s | s/step | GFLOP/step | {flop_head} | peak memory | "
+                  "timed steps | best |", "|---|---|---|---|---|---|---|---|---|---|" + ("--|--|" if cuda else "")]
+        by_batch = [{**r, "batch": args.batch} for r in train if "rate" in r] + (sweep or [])
+        for r in sorted(by_batch, key=lambda r: (r["generator"], r["perceptual"], r["batch"])):
+            group = [q.get("rate", 0.0) for q in by_batch if (q["generator"], q["perceptual"]) == (r["generator"], r["perceptual"])]
+            best = "best" if r.get("rate") == max(group) else ""
+            lines.append(f"| {r['generator']} | {r['perceptual']} | {r['batch']} | {training_cells(r, cuda, matmul)} | {best} |")
     if infer:
         shape = "x".join(str(n) for n in args.case["input"].shape)
         lines += ["", f"## Whole-volume inference ({args.case['name']} {shape}, interval 5, patch 32, overlap 8, "
@@ -256,6 +285,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--peer-crop", type=int, default=None, help="MONAI peer on a centred cube (default 80 CPU, 0=all)")
     parser.add_argument("--queue-root", default=None, help="data folder for the queue (default: the volume's folder)")
     parser.add_argument("--queue-batches", type=int, default=None, help="batches timed from the queue (default 40 CPU, 100 cuda)")
+    parser.add_argument("--batches", default="",
+                        help="more training batch sizes, comma-separated (e.g. 48,96): a table by batch size with the best marked")
     parser.add_argument("--channels-last", action="store_true", help="train with channels-last 3D weights")
     parser.add_argument("--skip", default="", help="parts to skip: train,infer,peer,queue (comma-separated)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here (atomically)")
@@ -271,10 +302,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args.volume_repeats = args.volume_repeats or (3 if cuda else 1)
     args.peer_crop = args.peer_crop if args.peer_crop is not None else (48 if args.shrunk else 0 if cuda else 80)
     args.queue_batches = args.queue_batches or (4 if args.shrunk else 100 if cuda else 40)
-    args.kwargs = {g: dict(SHRUNK.get(g, {})) if args.shrunk else {} for g in ("dense_unet", "unet3d", "linear")}
     args.generators = [g for g in args.generators.split(",") if g]
     args.infer_generators = [g for g in (args.infer_generators or ",".join(
         args.generators if cuda else [g for g in args.generators if g != "unet3d"])).split(",") if g]
+    args.kwargs = {g: dict(SHRUNK.get(g, {})) if args.shrunk else {}
+                   for g in {"dense_unet", *args.generators, *args.infer_generators}}
+    args.batches = sorted({int(b) for b in args.batches.split(",") if b.strip()} - {args.batch})
     args.skip = set(filter(None, args.skip.split(",")))
     if args.volume is None and DEFAULT_VOLUME.is_file():
         args.volume = DEFAULT_VOLUME
@@ -303,12 +336,13 @@ def main(argv: list[str] | None = None) -> int:
                 break
             train.append({**row, **bench_training(name, args.kwargs[name], perceptual, args)})
             print(f"trained {name} perceptual={perceptual}: {train[-1]['rate']:.2f} patches/s", file=sys.stderr)
+    sweep = [row for r in train if "rate" in r for row in bench_batches(r["generator"], r["perceptual"] == "yes", args)]
     args.case = load_case(args.volume, (48, 56, 40) if args.shrunk else (170, 200, 140))
     infer = [] if "infer" in args.skip else [r for g in args.infer_generators for r in bench_inference(
         g, args.kwargs[g], args.case, args)]
     peer = "skipped" if "peer" in args.skip else bench_peer(args.case, args)
     queue = "skipped" if "queue" in args.skip else bench_queue(args)
-    report = render(args, train, infer, peer, queue, matmul, argv)
+    report = render(args, train, infer, peer, queue, matmul, argv, sweep)
     print(report)
     if args.out is not None:
         from inpaint.data.io import atomic_write

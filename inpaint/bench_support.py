@@ -92,7 +92,7 @@ def load_case(path: Path | None, shape: tuple[int, int, int], interval: int = 5)
 
     from inpaint.data.degrade import degrade
     from inpaint.data.normalise import acquired_scale, normalise
-    from inpaint.data.transforms import slice_last_permutation
+    from inpaint.geometry import slice_last_permutation
 
     if path is not None:
         from inpaint.data.io import read_volume
@@ -121,6 +121,9 @@ def calibrate(net: nn.Module, case: dict[str, Any], patch: int, count: int = 8) 
     x = torch.stack([case["input"][tuple(slice(c - patch // 2, c + patch // 2) for c in centre.tolist())]
                      for centre in centres])[:, None].to(device)
     norms = [m for m in net.modules() if hasattr(m, "running_var") and hasattr(m, "momentum")]
+    if not norms:  # nothing to calibrate (e.g. slice_resnet, which also takes other inputs than a patch)
+        net.eval()
+        return
     saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
     for m in norms:
         m.momentum = 1.0

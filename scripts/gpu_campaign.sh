@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The paper's comparison at the paper's scale and the GPU bench in ONE device call (issue 13; docs/gpu.md).
+#
+#   scripts/gpu_campaign.sh pack      here, before the call: .gpu/ = ../shared/gpu/bundle.sh's site bundle + the
+#                                     split's test subjects, its first val subject and as many of its training
+#                                     subjects as fit in the 64 MiB that travel with a call
+#   scripts/gpu_campaign.sh run       on the device (carry [".gpu"]): unpack into a temporary folder, then the
+#                                     stages of scripts/gpu_campaign.py within TOTAL_S seconds; results under $OUT
+#   scripts/gpu_campaign.sh dry-run --data DIR [--out DIR]
+#                                     here, on the CPU: the same packing (a tiny site bundle from this Python's
+#                                     omegaconf, DIR's *_T1w.nii.gz), unpacking and stages, with tiny networks
+#
+# Environment: PY (the Python; default python3, or .venv/bin/python for dry-run), SPLIT (default
+# experiments/splits/ds002748.tsv), TOTAL_S (run: wall seconds for the whole call, default 540).
+set -euo pipefail
+START=$SECONDS
+CALLER=$PWD  # --data and --out are relative to it
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$PWD
+SPLIT=${SPLIT:-experiments/splits/ds002748.tsv}
+LIMIT=$((64 * 1024 * 1024))        # what travels with a call: the working tree + .gpu
+MARGIN=$((1024 * 1024))            # kept free under LIMIT
+SUBJECT_BYTES=$((2 * 1024 * 1024)) # one ds002748 subject in data.tar.xz (~1.9 MiB)
+die() { echo "error: $*" >&2; exit 2; }
+CLEANUP=()  # temporary folders, removed on exit
+trap 'rm -rf "${CLEANUP[@]}"' EXIT
+
+subjects() {  # subjects N_TRAIN: the split's test subjects, its first val subject, its first N_TRAIN train subjects
+    awk -F'\t' -v n="$1" '
+        NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; if (!col["subject"] || !col["split"]) exit 1; next }
+        $col["split"] == "test" { test = test $col["subject"] "\n" }
+        $col["split"] == "val" && !val { val = $col["subject"] "\n" }
+        $col["split"] == "train" && k < n { train = train $col["subject"] "\n"; k++ }
+        END { printf "%s%s%s", test, val, train }' "$SPLIT" || die "$SPLIT: needs tab-separated columns subject, split"
+}
+
+tree_bytes() {  # what the device tool sends besides .gpu: tracked and untracked-not-ignored files
+    git ls-files -co --exclude-standard -z | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}'
+}
+
+carried() {  # carried DIR: bytes of the working tree + DIR's bundles; fails over LIMIT - MARGIN
+    local total=$(($(tree_bytes) + $(stat -c %s "$1"/site.tar.xz) + $(stat -c %s "$1"/data.tar.xz)))
+    echo "carried: $((total / 1024 / 1024)) MiB of 64 (tree + $1/site.tar.xz + $1/data.tar.xz)"
+    ((total <= LIMIT - MARGIN))
+}
+
+pack() {  # .gpu/ for the real call, with ../shared/gpu/bundle.sh
+    local bundle=../shared/gpu/bundle.sh list n_train
+    [[ -x $bundle ]] || die "$bundle not found: the site and data bundles are built by it"
+    mkdir -p "$(git rev-parse --git-path info)"  # bundle.sh adds /.gpu/ to .git/info/exclude
+    [[ -f .gpu/site.tar.xz ]] || "$bundle" 0 /dev/null  # the site bundle alone (built once)
+    # one more training subject than the estimate: the loop drops one while the carry is over
+    n_train=$(((LIMIT - MARGIN - $(tree_bytes) - $(wc -c < .gpu/site.tar.xz)) / SUBJECT_BYTES - $(subjects 0 | wc -l) + 1))
+    ((n_train >= 1)) || die "no room for a training subject beside the site bundle and the tree"
+    list=$(mktemp)
+    CLEANUP+=("$list")
+    while :; do
+        subjects "$n_train" > "$list"
+        "$bundle" "$(wc -l < "$list")" "$list"
+        carried .gpu && break
+        ((n_train > 1)) || die "even one training subject does not fit; make the tree smaller"
+        n_train=$((n_train - 1))
+    done
+    echo "subjects in .gpu/data.tar.xz ($n_train for training): $(tr "\n" " " < "$list")"
+    echo 'then call the device tool (the script unpacks the bundles itself: no command prefix needed):'
+    echo '    run(command="bash scripts/gpu_campaign.sh run", carry=[".gpu"], timeout_s=600)'
+}
+
+dry_pack() {  # dry_pack DATA DIR: bundles like bundle.sh's in DIR: omegaconf as the site, 2 training subjects
+    local data=$1 dir=$2 site tmp
+    tmp=$(mktemp -d)
+    CLEANUP+=("$tmp")
+    site=$("$PY" -c 'import omegaconf, pathlib; print(pathlib.Path(omegaconf.__file__).parent)')
+    tar -C "$(dirname "$site")" -cf - omegaconf | xz -T2 > "$dir/site.tar.xz"
+    mkdir -p "$tmp/data"
+    for s in $(subjects 2); do
+        [[ -f $data/${s}_T1w.nii.gz ]] || die "$data/${s}_T1w.nii.gz: no such file (dry-run --data)"
+        gunzip -c "$data/${s}_T1w.nii.gz" > "$tmp/data/${s}_T1w.nii"
+    done
+    tar -C "$tmp/data" -cf - . | xz -T2 > "$dir/data.tar.xz"
+    carried "$dir"
+}
+
+run() {  # run BUNDLE_DIR [--dry-run]: unpack into a temporary folder, then the stages
+    local bundle=$1 work rc=0
+    [[ -n ${OUT:-} ]] || die "OUT is not set: give the folder whose files come back"
+    for f in site data; do
+        [[ -f $bundle/$f.tar.xz ]] || die "$bundle/$f.tar.xz is missing: run scripts/gpu_campaign.sh pack here first"
+    done
+    mkdir -p "$OUT"
+    work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_campaign.XXXXXX")
+    CLEANUP+=("$work")
+    mkdir -p "$work/site" "$work/data"
+    tar -C "$work/site" -xJf "$bundle/site.tar.xz"
+    tar -C "$work/data" -xJf "$bundle/data.tar.xz"
+    export PYTHONPATH="$work/site:$REPO${PYTHONPATH:+:$PYTHONPATH}" WANDB_MODE=disabled PYTHONUNBUFFERED=1
+    local budget=$((TOTAL_S - (SECONDS - START)))
+    echo "unpacked in $((SECONDS - START)) s; $budget s left for the stages"
+    timeout -k 10 "$budget" "$PY" scripts/gpu_campaign.py --data "$work/data" --work "$work" --out "$OUT" \
+        --split "$SPLIT" --budget "$((budget - 20))" "${@:2}" 2>&1 | tee "$OUT/campaign.log" || rc=$?
+    return "$rc"
+}
+
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0  # sourced (tests): the functions only
+subjects 0 > /dev/null  # the split file is readable and has its columns
+case ${1:-help} in
+    pack) pack ;;
+    run)
+        PY=${PY:-python3} TOTAL_S=${TOTAL_S:-540}
+        run .gpu ;;
+    dry-run)
+        shift
+        data="" out=""
+        while (($#)); do
+            case $1 in
+                --data) data=$(cd "$CALLER" && realpath -m -- "$2"); shift 2 ;;
+                --out) out=$(cd "$CALLER" && realpath -m -- "$2"); shift 2 ;;
+                *) die "dry-run: unknown argument $1 (give --data DIR [--out DIR])" ;;
+            esac
+        done
+        [[ -d $data ]] || die "dry-run --data DIR: a folder of sub-XX_T1w.nii.gz named as in $SPLIT"
+        PY=${PY:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)} TOTAL_S=${TOTAL_S:-1200}
+        bundle=$(mktemp -d)
+        CLEANUP+=("$bundle")
+        dry_pack "$data" "$bundle"
+        OUT=${out:-${OUT:-$(mktemp -d)}}
+        run "$bundle" --dry-run ;;
+    *) sed -n '2,15p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,87 @@
+"""Learning curves of training runs: validation PSNR gain over linear against patches seen and CPU-hours.
+
+    python scripts/learning_curve.py "slice_resnet=runs/slice_resnet/campaign" \\
+        --points "DenseUNet recipe (docs/results.md)=2112:0.147,10560:1.209" --out docs/figures/learning_curve.png
+
+Each ``LABEL=RUN_DIR`` reads every ``RUN_DIR/logs/**/metrics.csv`` (a resumed run writes a new version
+folder; all are merged by step). Patches seen and CPU-hours come from the ``work/*`` columns
+(``inpaint.callbacks.WorkMeter``); where a log predates them, patches are ``step x --batch`` and the
+CPU-hours are unknown (left out of that panel). ``--points LABEL=PATCHES:GAIN,...`` adds curves known
+only as numbers. Prints the table it plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inpaint.data.io import atomic_write  # noqa: E402
+
+
+def read_run(run_dir: Path, batch: int) -> list[dict[str, float]]:
+    """Validation points of one run: step, patches, cpu_hours (NaN if unknown), gain, sorted by step."""
+    points: dict[int, dict[str, float]] = {}
+    for path in sorted(run_dir.glob("logs/**/metrics.csv")):
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                step = int(float(row["step"]))
+                entry = points.setdefault(step, {"step": step, "patches": step * batch, "cpu_hours": math.nan})
+                if row.get("val/psnr_gain"):
+                    entry["gain"] = float(row["val/psnr_gain"])
+                if row.get("work/patches_seen"):
+                    entry["patches"] = float(row["work/patches_seen"])
+                    entry["cpu_hours"] = float(row["work/cpu_hours"])
+    return [p for _, p in sorted(points.items()) if "gain" in p]
+
+
+def parse_points(spec: str) -> tuple[str, list[dict[str, float]]]:
+    label, _, values = spec.partition("=")
+    pairs = [v.split(":") for v in values.split(",") if v]
+    return label, [{"patches": float(p), "gain": float(g), "cpu_hours": math.nan} for p, g in pairs]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
+    parser.add_argument("--points", action="append", default=[], metavar="LABEL=PATCHES:GAIN,...")
+    parser.add_argument("--batch", type=int, default=12, help="patches per step for logs without work/* columns")
+    parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    args = parser.parse_args(argv)
+    curves = [(label, read_run(Path(path), args.batch)) for label, _, path in (r.partition("=") for r in args.runs)]
+    curves += [parse_points(spec) for spec in args.points]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for label, points in curves:
+        print(f"## {label}\n| patches seen | CPU-hours | val PSNR gain (dB) |\n|---|---|---|")
+        for p in points:
+            print(f"| {p['patches']:,.0f} | {p['cpu_hours']:.2f} | {p['gain']:+.3f} |")
+        axes[0].plot([p["patches"] for p in points], [p["gain"] for p in points], "o-", label=label, ms=4)
+        timed = [p for p in points if not math.isnan(p["cpu_hours"])]
+        if timed:
+            axes[1].plot([p["cpu_hours"] for p in timed], [p["gain"] for p in timed], "o-", label=label, ms=4)
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("training patches seen")
+    axes[1].set_xlabel("CPU-hours (training process, all threads)")
+    for ax in axes:
+        ax.set_ylabel("PSNR gain over linear (dB)")
+        ax.axhline(0, color="k", lw=0.6, ls="--")
+        ax.grid(alpha=0.3)
+        if ax.lines[1:]:  # the zero line is always there
+            ax.legend(fontsize=8)
+    fig.suptitle("Validation PSNR gain over linear interpolation (interval 5)", fontsize=11)
+    atomic_write(args.out, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
