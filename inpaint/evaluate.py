@@ -279,6 +279,9 @@ def run(args: argparse.Namespace, command: str) -> Path:
             raise InputError(f"--prediction {name}: no file named {volume_stem(missing[0].image)}.nii(.gz) for "
                              f"{missing[0].name} ({len(missing)} missing); name predictions as their reference files")
     setting = acquisition(args, methods)
+    if setting["interval"] < 2 or not 0 <= setting["offset"] < setting["interval"]:
+        raise InputError(f"--interval {setting['interval']} --offset {setting['offset']}: keep every N-th slice needs "
+                         "N >= 2 and 0 <= offset < N")
     settings = {**{k: getattr(args, k) for k in SETTINGS}, **setting}
     if args.segment:
         require_ants()  # fail before any work

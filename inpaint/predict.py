@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -149,8 +150,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OUTPUT_SUFFIXES = (".nii.gz", ".nii")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Values in range and a usable device, before any file is read (one-line InputError each)."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available to this torch build; use --device cpu")
+    if args.interval is not None and args.interval < 2:
+        raise InputError(f"--interval {args.interval}: keep every N-th slice needs N >= 2 (N = 1 keeps them all)")
+    if args.offset is not None and not 0 <= args.offset < (args.interval or 2 ** 31):
+        raise InputError(f"--offset {args.offset}: must be in [0, interval)")
+    if args.target_spacing is not None and not args.target_spacing > 0:
+        raise InputError(f"--target-spacing {args.target_spacing}: must be a positive spacing in mm, e.g. 1.0")
+    if args.overlap is not None and (args.overlap < 0 or args.overlap % 2):
+        raise InputError(f"--overlap {args.overlap}: must be an even number of voxels >= 0, e.g. 8")
+
+
+def check_output(output: Path) -> None:
+    """A NIfTI name in a folder that can be written (or created), before any inference."""
+    if not output.name.lower().endswith(OUTPUT_SUFFIXES):
+        raise InputError(f"{output}: name the output .nii.gz or .nii (the format is taken from the name)")
+    folder = next(p for p in (output.parent, *output.parent.parents) if p.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{output}: cannot write in {folder}; choose an output in a writable folder")
+
+
 def jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
-    """(input, output) pairs; refuses existing outputs up front unless --overwrite."""
+    """(input, output) pairs; refuses existing outputs and unwritable or non-NIfTI ones up front."""
     if args.input.is_dir():
         files = sorted(p for p in args.input.rglob("*") if is_volume_file(p) and "mask" not in p.name)
         if not files:
@@ -162,6 +189,8 @@ def jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
         raise InputError(f"{args.input}: no such file or folder; give a NIfTI file or a folder of them")
     else:
         pairs = [(args.input, args.output / args.input.name if args.output.is_dir() else args.output)]
+    for _, out in pairs:
+        check_output(out)
     existing = [out for _, out in pairs if out.exists()]
     if existing and not args.overwrite:
         more = f" ({len(existing)} outputs exist)" if len(existing) > 1 else ""
@@ -178,10 +207,13 @@ def main(argv: list[str] | None = None) -> int:
                      "its slice spacing (see --target-spacing)")
     failed = 0
     try:
+        check_options(args)
         pairs = jobs(args)
         restorer = Restorer(args.method or load_module(args.checkpoint, args.device), restore_overrides(args))
         log.info("restoring with %s", restorer.describe())
         for path, output in tqdm(pairs, desc="volumes", unit="vol", disable=len(pairs) == 1):
+            if len(pairs) == 1:
+                log.info("restoring %s -> %s", path, output)
             try:
                 metrics = predict_file(path, output, restorer, args)
             except (InputError, FileExistsError) as error:

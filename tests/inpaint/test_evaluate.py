@@ -187,3 +187,9 @@ def test_segment_scores_tissues_against_a_reference_segmented_twice(tiny_root, t
     assert all(float(v) > 0.95 for line in reference[1:] for v in line.split(",")[4:])  # the ceiling
     summary = (out / "summary.md").read_text()
     assert "reference segmented twice (ceiling)" in summary and "GM volume bias (mL)" in summary
+
+
+def test_bad_interval_is_an_error_before_the_output_folder_exists(tiny_root, tmp_path, capsys):
+    code, _, err = evaluate(capsys, "--data", tiny_root, "--interval", "0", "--out", tmp_path / "e")
+    assert code == 2 and "--interval 0" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "e").exists()

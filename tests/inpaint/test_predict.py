@@ -183,6 +183,39 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, capsys, case
     assert list(tmp_path.glob("out*")) == [] and list(tmp_path.glob(".out*")) == []
 
 
+BAD_OPTIONS = {  # each a one-line error before any file is read or any inference runs
+    "interval 0": (["--simulate", "--interval", "0"], "--interval 0"),
+    "offset": (["--simulate", "--interval", "5", "--offset", "5"], "--offset 5"),
+    "target spacing 0": (["--target-spacing", "0"], "--target-spacing 0"),
+    "odd overlap": (["--overlap", "7"], "--overlap 7"),
+    "output without a NIfTI name": (["-o", "{tmp}/out.png"], "name the output .nii.gz"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTIONS))
+def test_bad_options_are_one_line_errors_before_any_work(tmp_path, capsys, monkeypatch, case):
+    sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(), LAS, 2)
+    monkeypatch.setattr("inpaint.predict.predict_file", lambda *a: pytest.fail("no work should start"))
+    extra, needle = BAD_OPTIONS[case]
+    extra = [e.format(tmp=tmp_path) for e in extra]
+    output = [] if "-o" in extra else ["-o", str(tmp_path / "out.nii.gz")]
+    code, _, err = run(capsys, sparse, *output, *extra, "--method", "linear")
+    assert_one_line_error(code, err, needle)
+
+
+def test_unwritable_output_folder_and_missing_cuda_are_caught_before_any_work(tmp_path, capsys, monkeypatch):
+    sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(), LAS, 2)
+    monkeypatch.setattr("inpaint.predict.predict_file", lambda *a: pytest.fail("no work should start"))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr("inpaint.predict.os.access", lambda path, mode: Path(path) != locked)  # root ignores chmod
+    code, _, err = run(capsys, sparse, "-o", locked / "out.nii.gz", "--method", "linear")
+    assert_one_line_error(code, err, "cannot write in", "locked")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    code, _, err = run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--method", "linear", "--device", "cuda")
+    assert_one_line_error(code, err, "--device cuda", "--device cpu")
+
+
 def test_existing_output_needs_overwrite(tmp_path, capsys):
     sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(), LAS, 2)
     (tmp_path / "dense.nii.gz").write_text("keep me")
