@@ -145,14 +145,18 @@ class Restorer:
         if size is not None:
             pred = _resize(pred, list(degraded.input.permute(*perm).shape[:2]), "trilinear")
         out = denormalise(pred.double(), scale).float().permute(*np.argsort(perm).tolist()).contiguous()
-        if self.settings["data_consistency"]:  # exact in input units, after the resampling
+        if self.settings["data_consistency"]:  # once, exact in input units, after any resampling
             out[degraded.known] = degraded.input[degraded.known]
         return out
 
     def restore_normalised(self, x: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The network on a normalised (X, Y, Z) volume, slice axis last -> (X, Y, Z) normalised."""
-        settings = {k: self.settings[k] for k in (*INFERENCE, "data_consistency")}
-        return self.method.predict_volume(x[None, None], known[None, None], mask[None, None], **settings)[0]
+        """The network on a normalised (X, Y, Z) volume, slice axis last -> (X, Y, Z) normalised.
+
+        Data consistency is not applied here: ``__call__`` applies it once, exactly, in the input's units.
+        """
+        settings = {k: self.settings[k] for k in INFERENCE}
+        return self.method.predict_volume(x[None, None], known[None, None], mask[None, None], data_consistency=False,
+                                          **settings)[0]
 
     def inplane_size(self, shape: tuple[int, ...], spacing: list[float] | None, source: str) -> list[int] | None:
         """New in-plane size (slice axis last) if the checkpoint's in-plane spacing differs by > 10 %, else None."""
