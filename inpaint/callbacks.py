@@ -82,6 +82,34 @@ class PatchThroughput(L.Callback):
         self._reset()
 
 
+class TextProgress(L.Callback):
+    """One plain line per ``trainer.log_every_n_steps`` steps and per validation, for output that is not a terminal.
+
+    Lightning's progress bar redraws one terminal line; written to a file or a pipe (``make demo > log``)
+    it shows nothing useful, so ``inpaint.fit`` uses this instead there.
+    """
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if trainer.is_global_zero and step % max(1, trainer.log_every_n_steps) == 0:
+            loss = trainer.callback_metrics.get("train/loss")
+            total = trainer.num_training_batches
+            print(f"epoch {trainer.current_epoch} batch {batch_idx + 1}/{total} step {step}"
+                  + (f" loss {float(loss):.4f}" if loss is not None else "")
+                  + f" ({time.perf_counter() - self.start:.0f} s)", flush=True)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        if trainer.is_global_zero and not trainer.sanity_checking and "val/psnr" in metrics:
+            print(f"epoch {trainer.current_epoch} validation: PSNR {float(metrics['val/psnr']):.2f} dB, gain over linear "
+                  f"{float(metrics.get('val/psnr_gain', float('nan'))):+.3f} dB ({time.perf_counter() - self.start:.0f} s)",
+                  flush=True)
+
+
 class WorkMeter(L.Callback):
     """Logs the work a run has done so far, so learning curves of different generators compare honestly.
 

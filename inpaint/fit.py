@@ -48,6 +48,7 @@ from inpaint.callbacks import (
     PatchThroughput,
     SlicePanels,
     SubjectRecorder,
+    TextProgress,
     ValidationHistory,
     WorkMeter,
 )
@@ -145,6 +146,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, config: dict, trainable: bool,
             callbacks += [LearningRateMonitor(logging_interval="epoch"), PatchThroughput(), WorkMeter()]
         if cfg.logger == "wandb":
             callbacks.append(CheckpointArtifactNote())
+    if trainer_cfg.get("enable_progress_bar", True) and not sys.stdout.isatty():
+        trainer_cfg["enable_progress_bar"] = False  # a redrawn bar says nothing in a file or a pipe
+        callbacks.append(TextProgress())
     return L.Trainer(**trainer_cfg, default_root_dir=str(run_dir), logger=logger if logger else False,
                      callbacks=callbacks, use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1,
                      num_sanity_val_steps=0)

@@ -110,3 +110,9 @@ def test_help_prints_the_usage_and_the_experiments(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: python -m inpaint.fit experiment=NAME") and "slice_resnet" in out and "data.*" in out
+
+
+def test_output_that_is_not_a_terminal_gets_plain_progress_lines(tiny_root, tmp_path, capsys):
+    fit(train_cfg(tiny_root, tmp_path, "trainer.enable_progress_bar=true", "trainer.log_every_n_steps=1"))
+    out = capsys.readouterr().out  # pytest's capture is not a terminal
+    assert "epoch 0 batch 1/3 step 1 loss" in out and "epoch 1 validation: PSNR" in out
