@@ -28,7 +28,7 @@ endef
 .venv-segment/.installed: pyproject.toml
 	$(call make_venv,.venv-segment,segment)
 
-# MONAI, for the peer comparison in inpaint.bench.
+# MONAI, for the peer comparison in benchmarks/bench.py.
 .venv-bench/.installed: pyproject.toml
 	$(call make_venv,.venv-bench,bench)
 
@@ -51,7 +51,7 @@ test-sweeps: .venv-sweeps/.installed
 
 lint: setup
 	$(PY) -m pip install -q ruff
-	.venv/bin/ruff check inpaint models tests scripts
+	.venv/bin/ruff check inpaint models tests scripts benchmarks
 
 bench: .venv-bench/.installed
-	.venv-bench/bin/python -m inpaint.bench
+	.venv-bench/bin/python -m benchmarks.bench

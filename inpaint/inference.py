@@ -1,6 +1,6 @@
 """Whole-volume inference: TorchIO grid patches (patch 32, overlap 8) through a network, overlaps aggregated.
 
-One function serves validation, ``inpaint.evaluate``, ``inpaint.predict`` and ``inpaint.bench``.
+One function serves validation, ``inpaint.evaluate``, ``inpaint.predict`` and ``benchmarks/bench.py``.
 Patches with no brain voxel are not run through the network (they keep the interpolated input), so
 the cost follows the brain, not the field of view; the aggregation buffer lives on the CPU, so
 memory stays bounded.
@@ -13,7 +13,7 @@ Two ways to cover a volume:
   waste, overlapping by the same ``overlap`` and aggregated the same way. Each voxel is computed
   about once instead of ~2.4 times, and big windows run faster per voxel. The result is not the
   paper's: a voxel sees more context than inside a 32³ patch (the receptive field of the paper's
-  DenseUNet is larger than 32), so it differs slightly; ``inpaint.bench --tile-check`` measures it.
+  DenseUNet is larger than 32), so it differs slightly; ``python -m benchmarks.bench --checkpoint`` measures it.
 """
 
 from __future__ import annotations

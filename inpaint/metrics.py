@@ -141,19 +141,20 @@ def _psnr(x: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, data_range: fl
     return math.inf if mse == 0 else 10 * math.log10(data_range**2 / mse)
 
 
-def psnr(x: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -> float:
+def psnr(x: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, data_range: float | None = None) -> float:
     """``10 log10(L^2 / mean((x - ref)[mask]^2))`` with ``L = max(ref[mask])``; ``inf`` if identical.
 
     Args:
         x: ``(X, Y, Z)`` estimate, in the reference's units.
         ref: ``(X, Y, Z)`` reference.
         mask: ``(X, Y, Z)`` voxels to evaluate (nonzero = in).
+        data_range: ``L`` if not the protocol's (e.g. 2 for volumes normalised to [-1, 1]).
 
     Returns:
         PSNR in dB.
     """
-    x, ref, mask, _, data_range = _prepare(x, ref, mask)
-    return _psnr(x, ref, mask, data_range)
+    x, ref, mask, _, peak = _prepare(x, ref, mask)
+    return _psnr(x, ref, mask, peak if data_range is None else data_range)
 
 
 def _ssim(x: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, data_range: float) -> float:

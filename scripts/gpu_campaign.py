@@ -4,7 +4,7 @@
 
 1. smoke:    the imports (where each package comes from), then a ``fast_dev_run`` of every experiment that trains
              (CUDA, bf16-mixed), one after the other in one process;
-2. bench:    ``python -m inpaint.bench`` on CUDA, batch 12 and ``--batches`` (the best marked);
+2. bench:    ``python -m benchmarks.bench`` on CUDA, batch 12 and ``--batches`` (the best marked);
 3. train:    ``dense_unet_paper``, ``unet3d`` and ``slice_resnet`` side by side on the one GPU, ``trainer.max_time``
              = the minutes the other stages leave, on the committed split restricted to the carried subjects
              (``--dry-run``: one after the other in one process, a few seconds each);
@@ -41,7 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TRAINED = ("dense_unet_paper", "unet3d", "slice_resnet")  # the comparison: the paper's two networks and ours
 PREFLIGHT = ("torch", "lightning", "torchio", "SimpleITK", "nibabel", "omegaconf", "inpaint.fit", "inpaint.evaluate",
-             "inpaint.bench", "inpaint.export")
+             "benchmarks.bench", "inpaint.export")
 MiB = 2**20
 OUT_FILES, OUT_FILE_BYTES, OUT_TOTAL_BYTES = 8, 16 * MiB, 64 * MiB  # what the device tool brings back
 OUT_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -239,7 +239,7 @@ class Campaign:
         jobs = [["preflight", [str(self.work / "env.json")]]]
         jobs += [["inpaint.fit", self.fit_args(e, "trainer.fast_dev_run=true", "logger=none",
                                                f"output_dir={self.work / 'smoke'}")] for e in experiments]
-        jobs += [["inpaint.bench", self.bench_args()]]
+        jobs += [["benchmarks.bench", self.bench_args()]]
         limit = self.limit("smoke", self.limits["evaluate"] + 60)
         results = self.jobs("smoke", jobs, limit)
         self.stage("smoke", results[:-1], f"{len(experiments)} experiments: {', '.join(experiments)}")
@@ -348,7 +348,7 @@ class Campaign:
         lines += [f"| {r['stage']} | {r['status']} | {r['seconds']} | {r['note']} |" for r in self.rows]
         lines += ["", "## Training (patches seen = steps x batch)", "", *self.training_table()]
         for title, path in (("Test split (inpaint.evaluate)", self.work / "eval" / "summary.md"),
-                            ("Bench (inpaint.bench)", self.work / "bench.md")):
+                            ("Bench (benchmarks.bench)", self.work / "bench.md")):
             text = path.read_text() if path.exists() else f"# {path.name}\n\nnot written: see the stage table"
             lines += ["", f"## {title}", "", *[("#" + line if line.startswith("#") else line) for line in text.splitlines()]]
         return "\n".join(lines) + "\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inpaint import bench
+from benchmarks import bench
 from tests.conftest import phantom, write_nifti
 
 
@@ -14,7 +14,7 @@ def test_shrunk_bench_prints_the_tables(tmp_path, capsys):
     assert bench.main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.strip() == out.read_text().strip()
-    for text in ("- device: CPU", "- torch ", "-m inpaint.bench --shrunk --repeats 1 --volume",
+    for text in ("- device: CPU", "- torch ", "-m benchmarks.bench --shrunk --repeats 1 --volume",
                  "| generator | perceptual | patches/s | s/step | GFLOP/step | GFLOP/s | peak memory | timed steps |",
                  "| dense_unet | yes |", "| unet3d | no |", "| linear | no | not trained (no parameters) |",
                  "| generator | mode | seconds | process CPU s | windows run | PSNR vs exact (dB, brain) |",
