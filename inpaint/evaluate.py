@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from inpaint.checkpoint import load_module
+from inpaint.config import AGGREGATIONS
 from inpaint.data.degrade import degrade
 from inpaint.data.io import InputError, is_volume_file, read_volume, volume_stem
 from inpaint.data.subjects import VolumeFile, find_volumes, read_split_file
@@ -245,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="acquired slices are means over their slab of N slices (default: as trained, else thin)")
     parser.add_argument("--overlap", type=int, metavar="VOXELS",
                         help="network patch overlap, even (default: as each checkpoint was trained)")
-    parser.add_argument("--aggregation", choices=("average", "hann"),
+    parser.add_argument("--aggregation", choices=AGGREGATIONS,
                         help="how network patch overlaps are merged (default: as each checkpoint was trained)")
     parser.add_argument("--data-consistency", choices=tuple(CONSISTENCY),
                         help="copy the acquired slices into network outputs: as each checkpoint was trained (default), "

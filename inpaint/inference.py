@@ -28,8 +28,11 @@ import torch
 import torchio as tio
 from tqdm.auto import tqdm
 
+from inpaint.config import AGGREGATIONS, InferenceConfig
+
 PatchFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-AGGREGATION = {"average": "average", "hann": "hann"}
+AGGREGATION = {name: name for name in AGGREGATIONS}  # ours -> TorchIO overlap_mode
+DEFAULT = InferenceConfig()  # the defaults below are these
 Size3 = tuple[int, int, int]
 Region = tuple[slice, slice, slice]
 
@@ -53,7 +56,7 @@ def grid_locations(shape: Size3, patch_size: int | Size3, overlap: int) -> tuple
     return sampler, torch.as_tensor(sampler.locations, dtype=torch.long)
 
 
-def patch_borders(shape: Size3, patch_size: int | Size3 = 32, overlap: int = 8) -> list[list[int]]:
+def patch_borders(shape: Size3, patch_size: int | Size3 = DEFAULT.patch_size, overlap: int = DEFAULT.overlap) -> list[list[int]]:
     """Per axis of a (X, Y, Z) volume, the planes where a grid patch starts or ends (inside the volume).
 
     These are where averaged patch outputs can jump (the paper's seams): a voxel ``b`` in the list
@@ -141,7 +144,7 @@ def _autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, torch.bfloat16) if bf16 and device.type in ("cuda", "cpu") else nullcontext()
 
 
-def plan(mask: torch.Tensor, patch_size: int = 32, overlap: int = 8, tile: int | None = None,
+def plan(mask: torch.Tensor, patch_size: int = DEFAULT.patch_size, overlap: int = DEFAULT.overlap, tile: int | None = None,
          multiple: int = 16) -> tuple[Region, Size3, tio.GridSampler, torch.Tensor, torch.Tensor]:
     """The windows ``infer_volume`` runs: region, window size, sampler, (N, 6) locations in the region, in-brain flags.
 
@@ -171,17 +174,17 @@ def infer_volume(
     volume: torch.Tensor,
     known: torch.Tensor,
     mask: torch.Tensor,
-    patch_size: int = 32,
-    overlap: int = 8,
-    aggregation: str = "average",
-    batch_size: int = 16,
+    patch_size: int = DEFAULT.patch_size,
+    overlap: int = DEFAULT.overlap,
+    aggregation: str = DEFAULT.aggregation,
+    batch_size: int = DEFAULT.batch_size,
     data_consistency: bool = True,
     device: torch.device | str | None = None,
-    bf16: bool = False,
+    bf16: bool = DEFAULT.bf16,
     progress: bool = False,
     tile: int | None = None,
     multiple: int = 16,
-    heap: bool = True,
+    heap: bool = DEFAULT.heap,
 ) -> torch.Tensor:
     """Run ``patch_fn`` over a whole normalised volume.
 
@@ -264,9 +267,9 @@ def infer_acquired(
     predict_acquired: bool = False,
     data_consistency: bool = True,
     device: torch.device | str | None = None,
-    bf16: bool = False,
+    bf16: bool = DEFAULT.bf16,
     tile: int | None = None,
-    heap: bool = True,
+    heap: bool = DEFAULT.heap,
 ) -> torch.Tensor:
     """Whole-volume inference of an acquired-slice generator (``models.slice_resnet``), no patches.
 

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from inpaint.checkpoint import load_module
+from inpaint.config import AGGREGATIONS
 from inpaint.data.degrade import Degraded
 from inpaint.data.io import InputError, is_volume_file, read_volume, write_volume
 from inpaint.data.transforms import brain_mask
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--interval", type=int, metavar="N", help="with --simulate: keep every N-th slice (default: as the checkpoint was trained, else 5)")
     parser.add_argument("--offset", type=int, metavar="K", help="with --simulate: kept slices k %% interval == offset, 0-based (default: as trained, else 0)")
     parser.add_argument("--overlap", type=int, metavar="VOXELS", help="network patch overlap, even (default: as the checkpoint was trained)")
-    parser.add_argument("--aggregation", choices=("average", "hann"), help="how network patch overlaps are merged (default: as trained)")
+    parser.add_argument("--aggregation", choices=AGGREGATIONS, help="how network patch overlaps are merged (default: as trained)")
     parser.add_argument("--data-consistency", choices=tuple(CONSISTENCY),
                         help="copy the acquired slices into the output: as the checkpoint was trained (default), on, off")
     parser.add_argument("--thick-slices", action="store_true", default=None,
