@@ -20,7 +20,7 @@ SHRINK = {"dense_unet": ["generator.features=4", "generator.layers_per_block=2"]
                            "data.patch_slices=4"]}
 
 
-def shrink(name: str) -> list[str]:
+def shrink(name: str) -> list[str]:  # by generator: every experiment of a generator shrinks alike
     return SHRINK[load(name).generator.name]
 
 

@@ -74,3 +74,14 @@ def test_whole_volume_inference_fills_every_gap_and_tiles_give_the_same_answer()
     with torch.no_grad():
         direct = net(volume[None, None, ..., ::5], torch.tensor([5.0]), torch.tensor([[0.4]]))[0, 0, ..., 0]
     torch.testing.assert_close(whole[10:20, 10:20, 2:18:5], direct[10:20, 10:20, :4])
+
+
+def test_thick_slice_models_also_predict_the_acquired_positions():
+    net = trained_like(SliceResNet(**SMALL)).eval()
+    volume, known = torch.randn(16, 16, 21), torch.zeros(16, 16, 21)
+    known[..., ::5] = 1
+    mask = torch.ones_like(volume)
+    thin = infer_acquired(net, volume, known, mask)[0]
+    thick = infer_acquired(net, volume, known, mask, predict_acquired=True, data_consistency=False)[0]
+    assert torch.equal(thin[..., ::5], volume[..., ::5]) and not torch.allclose(thick[..., ::5], volume[..., ::5])
+    torch.testing.assert_close(thick[..., 1::5], thin[..., 1::5])  # the missing slices are the same either way
