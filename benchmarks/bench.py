@@ -5,6 +5,7 @@
     python -m benchmarks.bench --device cuda --batches 48,96     # + patches/s by batch size, the best marked
     python -m benchmarks.bench --shrunk --repeats 1             # tiny networks and sizes: a smoke run
     python -m benchmarks.bench --levers --skip train,peer,queue --generators dense_unet   # inference levers
+    python -m benchmarks.bench --generators slice_resnet --infer-generators slice_resnet --skip peer,queue --channels-last
     python -m benchmarks.bench --checkpoint runs/.../best.ckpt  # tile-vs-exact difference of a trained net
 
 Training: forward + backward + Adam step on random 32³ patches (batch 12; fp32 on the CPU, bf16
@@ -257,8 +258,14 @@ def bench_peer(case: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
 
 # -- the measurements -----------------------------------------------------------------------------
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    return torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+def autocast(device: torch.device, cpu_bf16: bool = False) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (and on the CPU with ``--cpu-bf16``), else none."""
+    if device.type == "cuda" or cpu_bf16:
+        return torch.autocast(device.type, torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+ACQUIRED_INTERVAL = 5  # acquired-slice generators train here on patches of --patch-slices acquired slices, interval 5
 
 
 def bench_training(name: str, kwargs: dict, perceptual: bool, args: argparse.Namespace) -> dict[str, Any]:
@@ -275,12 +282,22 @@ def bench_training(name: str, kwargs: dict, perceptual: bool, args: argparse.Nam
         net.to(memory_format=torch.channels_last_3d)
     vgg = load_vgg19().to(device) if perceptual else None
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-4)
-    x = torch.rand(args.batch, 1, p, p, p, device=device) * 2 - 1
-    target = (x + 0.1 * torch.randn_like(x)).clamp(-1, 1)
+    acquired = getattr(net, "grid", "full") == "acquired"
+    k, r = args.patch_slices, ACQUIRED_INTERVAL
+    x = torch.rand(args.batch, 1, p, p, k if acquired else p, device=device) * 2 - 1
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    gap = torch.full((args.batch,), float(r), device=device)
+    t = (torch.arange(1, r, device=device).float() / r).expand(args.batch, r - 1)
+    target = (torch.rand(args.batch, 1, p, p, k, r - 1, device=device) if acquired else x + 0.1 * torch.randn_like(x)).clamp(-1, 1)
+    voxels = p * p * ((k - 1) * r if acquired else p)  # output voxels per patch (an acquired patch spans k - 1 gaps)
+
+    def generate() -> torch.Tensor:
+        return net(x, gap, t) if acquired else net(x)
 
     def step() -> None:
-        with autocast(device):
-            pred = net(x).float()
+        with autocast(device, args.cpu_bf16):
+            pred = generate().float()
             loss = F.l1_loss(pred, target)
             if vgg is not None:
                 loss = loss + 1e-6 * perceptual_distance(vgg, pred, target)
@@ -295,8 +312,8 @@ def bench_training(name: str, kwargs: dict, perceptual: bool, args: argparse.Nam
             step()
         times = timed(step, device, args.repeats, args.budget)
     seconds = statistics.median(times)
-    return {"seconds": seconds, "rate": args.batch / seconds, "flops": counter.get_total_flops(), "n": len(times),
-            "memory": str(memory)}
+    return {"seconds": seconds, "rate": args.batch / seconds, "voxels": args.batch * voxels / seconds,
+            "flops": counter.get_total_flops(), "n": len(times), "memory": str(memory)}
 
 
 def bench_batches(name: str, perceptual: bool, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -349,8 +366,11 @@ def bench_inference(name: str, kwargs: dict, case: dict[str, Any], args: argpars
             calibrate(module.generator, case, args.patch)
     module.eval()
     x, known, mask = (case[k][None, None] for k in ("input", "known", "mask"))
-    modes: list[tuple[str, dict[str, Any]]] = [("exact paper grid (fuse)", {})]
-    if args.tile and module.trainable:
+    acquired = getattr(module.generator, "grid", "full") == "acquired"
+    modes: list[tuple[str, dict[str, Any]]] = [("whole volume, no patches" if acquired else "exact paper grid (fuse)", {})]
+    if acquired:
+        modes.append(("in-plane tiles of 64 (the memory fallback)", {"tile": 64}))
+    elif args.tile and module.trainable:
         modes.append((f"tile {args.tile}", {"tile": args.tile}))
     if device.type == "cuda" and module.trainable:
         modes += [(label + ", bf16", {**o, "bf16": True}) for label, o in modes]
@@ -361,7 +381,7 @@ def bench_inference(name: str, kwargs: dict, case: dict[str, Any], args: argpars
         settings = dict(settings)
         fn = settings.pop("fn", None)
         multiple = getattr(module.generator, "size_multiple", 16)
-        windows = int(plan(mask, args.patch, 8, settings.get("tile"), multiple)[4].sum())
+        windows = "—" if acquired else int(plan(mask, args.patch, 8, settings.get("tile"), multiple)[4].sum())
 
         def run(fn: Any = fn, settings: dict = settings) -> torch.Tensor:
             if fn is None:
@@ -398,14 +418,15 @@ def training_cells(r: dict[str, Any], cuda: bool, matmul: float | None) -> str:
     achieved = r["flops"] / r["seconds"]
     rate = (f"{achieved / 1e12:.1f} | {100 * achieved / H100_BF16_DENSE:.1f} % | "
             f"{100 * achieved / (matmul or MATMUL_REACHABLE):.1f} %") if cuda else f"{achieved / 1e9:.1f}"
-    return (f"{r['rate']:.2f} | {r['seconds']:.3f} | {r['flops'] / 1e9:.0f} | {rate} | {r['memory']} | {r['n']}")
+    return (f"{r['rate']:.2f} | {r['voxels'] / 1e6:.2f} | {r['seconds']:.3f} | {r['flops'] / 1e9:.0f} | {rate} | "
+            f"{r['memory']} | {r['n']}")
 
 
 def render(args: argparse.Namespace, train: list[dict], infer: list[dict], peer: Any, queue: Any,
            matmul: float | None, argv: list[str], sweep: list[dict] | None = None) -> str:
     """The Markdown report: header, then one table per part."""
     cuda = args.device.type == "cuda"
-    precision = "bf16 autocast" if cuda else "fp32"
+    precision = "bf16 autocast" if cuda or args.cpu_bf16 else "fp32"
     lines = ["# inpaint bench", "",
              f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
              f"- device: {device_name(args.device)}",
@@ -418,14 +439,14 @@ def render(args: argparse.Namespace, train: list[dict], infer: list[dict], peer:
     layout = ", channels-last 3D" if args.channels_last else ""
     lines += ["", f"## Training step (forward + backward + Adam, batch {args.batch}, {precision}{layout})", ""]
     flop_head = "TFLOP/s | % of 989 TFLOP/s | % of matmul" if cuda else "GFLOP/s"
-    lines += [f"| generator | perceptual | patches/s | s/step | GFLOP/step | {flop_head} | peak memory | timed steps |",
-              "|---|---|---|---|---|---|---|---|" + ("--|--|" if cuda else "")]
+    lines += [f"| generator | perceptual | patches/s | output Mvoxel/s | s/step | GFLOP/step | {flop_head} | peak memory | "
+              "timed steps |", "|---|---|---|---|---|---|---|---|---|" + ("--|--|" if cuda else "")]
     for r in train:
         lines.append(f"| {r['generator']} | {r['perceptual']} | {training_cells(r, cuda, matmul)} |")
     if args.batches:
         lines += ["", f"## Training step by batch size ({precision}{layout}; best: the highest patches/s of each row group)",
-                  "", f"| generator | perceptual | batch | patches/s | s/step | GFLOP/step | {flop_head} | peak memory | "
-                  "timed steps | best |", "|---|---|---|---|---|---|---|---|---|---|" + ("--|--|" if cuda else "")]
+                  "", f"| generator | perceptual | batch | patches/s | output Mvoxel/s | s/step | GFLOP/step | {flop_head} | "
+                  "peak memory | timed steps | best |", "|---|---|---|---|---|---|---|---|---|---|---|" + ("--|--|" if cuda else "")]
         by_batch = [{**r, "batch": args.batch} for r in train if "rate" in r] + (sweep or [])
         for r in sorted(by_batch, key=lambda r: (r["generator"], r["perceptual"], r["batch"])):
             group = [q.get("rate", 0.0) for q in by_batch if (q["generator"], q["perceptual"]) == (r["generator"], r["perceptual"])]
@@ -486,6 +507,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batches", default="",
                         help="more training batch sizes, comma-separated (e.g. 48,96): a table by batch size with the best marked")
     parser.add_argument("--channels-last", action="store_true", help="train with channels-last 3D weights")
+    parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast in the CPU training step too")
+    parser.add_argument("--patch-slices", type=int, default=8,
+                        help="acquired slices per training patch of acquired-slice generators (default 8)")
     parser.add_argument("--skip", default="", help="parts to skip: train,infer,peer,queue (comma-separated)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here (atomically)")
     args = parser.parse_args(argv)
@@ -531,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
             row = {"generator": name, "perceptual": "yes" if perceptual else "no"}
             if not trainable:
                 train.append({**row, "note": "not trained (no parameters)"})
+                break
+            if perceptual and getattr(GENERATORS.get(name), "grid", "full") == "acquired":
+                train.append({**row, "note": "no perceptual branch (trains on the acquired-slice grid)"})
                 break
             train.append({**row, **bench_training(name, args.kwargs[name], perceptual, args)})
             print(f"trained {name} perceptual={perceptual}: {train[-1]['rate']:.2f} patches/s", file=sys.stderr)

@@ -15,7 +15,7 @@ def test_shrunk_bench_prints_the_tables(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.strip() == out.read_text().strip()
     for text in ("- device: CPU", "- torch ", "-m benchmarks.bench --shrunk --repeats 1 --volume",
-                 "| generator | perceptual | patches/s | s/step | GFLOP/step | GFLOP/s | peak memory | timed steps |",
+                 "| generator | perceptual | patches/s | output Mvoxel/s | s/step | GFLOP/step | GFLOP/s | peak memory | timed steps |",
                  "| dense_unet | yes |", "| unet3d | no |", "| linear | no | not trained (no parameters) |",
                  "| generator | mode | seconds | process CPU s | windows run | PSNR vs exact (dB, brain) |",
                  "| dense_unet | exact paper grid (fuse) |", "| dense_unet | tile 128 |", "## MONAI peer",
@@ -33,3 +33,13 @@ def test_bench_volume_and_phantom_cases():
 
 def torch_close(a, b) -> bool:
     return bool((a - b).abs().max() < 1e-5)
+
+
+def test_acquired_slice_generator_rows(tmp_path, capsys):
+    write_nifti(tmp_path / "sub-00_T1w.nii.gz", phantom((40, 44, 36)))
+    argv = ["--shrunk", "--repeats", "1", "--volume", str(tmp_path / "sub-00_T1w.nii.gz"), "--generators", "slice_resnet",
+            "--infer-generators", "slice_resnet", "--skip", "peer,queue", "--channels-last"]
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| slice_resnet | no | " in printed and "no perceptual branch (trains on the acquired-slice grid)" in printed
+    assert "| slice_resnet | whole volume, no patches |" in printed and "| slice_resnet | in-plane tiles of 64" in printed
