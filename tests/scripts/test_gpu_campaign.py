@@ -115,7 +115,8 @@ def test_checkpoints_are_fp16_generators(dry_run):
 
 def test_the_gpu_commands_pass_their_own_parsers(tmp_path):
     """What only the device runs (CUDA, bf16, paper widths, the GPU-only settings) is at least well-formed."""
-    from inpaint import bench, evaluate
+    from benchmarks import bench
+    from inpaint import evaluate
 
     (tmp_path / "data").mkdir()
     for row in split_rows()[:20] + [r for r in split_rows() if r["split"] == "test"]:
