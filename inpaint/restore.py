@@ -138,16 +138,30 @@ class Restorer:
         size = self.inplane_size(tuple(x.shape), spacing, source)
         if size is not None:
             x, known, brain = _resize(x, size, "trilinear"), _resize(known, size, "nearest"), _resize(brain, size, "nearest")
+        pad = self.padding(tuple(x.shape))
+        if any(pad):  # smaller than the network's patch: background around it, cropped off again
+            background = float(normalise(torch.zeros(()), scale))
+            x, known, brain = (F.pad(t[None].float(), pad, value=v)[0] for t, v in ((x, background), (known, 0), (brain, 0)))
         try:
             pred = self.restore_normalised(x, known, brain)
         except ValueError as error:
             raise InputError(f"{source}: {error}") from None
+        if any(pad):
+            pred = pred[tuple(slice(before, n - after) for n, before, after in
+                              zip(pred.shape, pad[4::-2], pad[5::-2], strict=True))]
         if size is not None:
             pred = _resize(pred, list(degraded.input.permute(*perm).shape[:2]), "trilinear")
         out = denormalise(pred.double(), scale).float().permute(*np.argsort(perm).tolist()).contiguous()
         if self.settings["data_consistency"]:  # once, exact in input units, after any resampling
             out[degraded.known] = degraded.input[degraded.known]
         return out
+
+    def padding(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``F.pad`` widths (last axis first) that grow a (X, Y, Z) volume to the patch a full-resolution network needs."""
+        if getattr(self.method.generator, "grid", "full") == "acquired" or self.settings["tile"] is not None:
+            return (0,) * 6
+        grow = [max(0, self.settings["patch_size"] - n) for n in shape]
+        return tuple(w for g in reversed(grow) for w in (g // 2, g - g // 2))
 
     def restore_normalised(self, x: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The network on a normalised (X, Y, Z) volume, slice axis last -> (X, Y, Z) normalised.

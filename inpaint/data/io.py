@@ -47,7 +47,10 @@ def read_volume(path: str | Path) -> tuple[torch.Tensor, np.ndarray]:
         raise InputError(f"{path}: cannot read it as NIfTI/MGZ ({error}); give a .nii, .nii.gz or .mgz file") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    if data.ndim != 3 or min(data.shape) < 2:
+    if data.ndim == 3 and min(data.shape) < 2:
+        raise InputError(f"{path}: shape {data.shape} holds a single slice; give a volume with at least 2 slices "
+                         "along every axis (a sparse scan needs 2 or more acquired slices)")
+    if data.ndim != 3:
         raise InputError(
             f"{path}: expected one 3D volume, got shape {data.shape}; "
             "split 4D series into 3D files (e.g. fslsplit) and give 3D volumes only"

@@ -75,3 +75,14 @@ def test_settings_say_where_they_came_from():
     assert restorer.settings["offset"] == 0 and restorer.sources["offset"] == "default"
     with pytest.raises(ValueError, match="unknown restore setting"):
         Restorer("linear", {"overlapp": 8})
+
+
+def test_a_volume_smaller_than_the_patch_is_padded_with_background_and_cropped_back(hann_run):
+    from inpaint.data.degrade import degrade
+    from tests.conftest import phantom
+
+    restorer = Restorer(load_module(hann_run["best_checkpoint"]))
+    volume = torch.from_numpy(phantom((20, 40, 36)))
+    out = restorer(degrade(volume, np.eye(4)))
+    assert out.shape == (20, 40, 36) and torch.isfinite(out).all()
+    assert restorer.padding((20, 40, 36)) == (0, 0, 0, 0, 6, 6) and restorer.padding((32, 33, 40)) == (0,) * 6
