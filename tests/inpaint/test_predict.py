@@ -166,6 +166,7 @@ BAD_INPUTS = {
     "2d": (lambda p: write_nifti(p, phantom()[:, :, 0]), "expected one 3D volume"),
     "4d": (lambda p: write_nifti(p, np.stack([phantom()] * 2, -1)), "expected one 3D volume"),
     "nan": (nan_volume, "NaN"),
+    "one slice": (lambda p: write_nifti(p, phantom()[:, :, :1], np.diag([1.0, 1.0, 5.0, 1.0])), "holds a single slice"),
     "spacing": (lambda p: write_nifti(p, phantom()[:, :, ::5], np.diag([1.0, 1.0, 4.5, 1.0])), "--target-spacing"),
     "dense": (lambda p: write_nifti(p, phantom(), np.eye(4)), "already the target spacing"),
     "oblique": (oblique, "oblique"),
