@@ -55,6 +55,10 @@ case ${1:-help} in
     train_unet3d)  # the paper's 3D U-Net at 1/8 of its widths, trained like train_paper
         fit unet3d unet3d $DATA_ARGS "generator.features=[8,16,32,64,128]" optim.step_epochs=1 trainer.max_epochs=3 \
             trainer.limit_train_batches=100 ;;
+    train_slice_resnet)  # the acquired-slice generator's campaign (experiments/slice_resnet.yaml); resumes from its last.ckpt
+        last="$RUNS/slice_resnet/checkpoints/last.ckpt"
+        fit slice_resnet slice_resnet data.root="$DATA" data.split="$SPLIT" trainer.enable_progress_bar=false \
+            $([[ -f $last ]] && echo "ckpt_path=$last") ;;
     train_ablation_base)  # = train_ours stopped after its first epoch (same seed, queue and schedule so far)
         fit ablation_base dense_unet $DATA_ARGS $DENSE_SMALL $OURS $ABLATE ;;
     train_ablation_perceptual)  # + the paper's perceptual term (gamma 1e-6)
@@ -78,6 +82,12 @@ case ${1:-help} in
         $PY -m inpaint.export "$(best dense_unet)" -o inpaint/assets/pretrained/dense_unet.ckpt --overwrite ;;
     eval_pretrained)  # the committed file itself (fp16) on the test split: the model card's numbers
         evaluate pretrained "$PY" --methods linear --no-figures --checkpoint dense_unet=pretrained ;;
+    eval_slice_resnet)  # the campaign's best checkpoint (by val PSNR at interval 5) on the test split, interval 5
+        evaluate slice_resnet "$PY" --methods linear --checkpoint slice_resnet="$(best slice_resnet)" ;;
+    curve_slice_resnet)  # docs/figures/learning_curve.png: its validation gain against patches and CPU-hours
+        $PY scripts/learning_curve.py "slice_resnet (intervals 2-8)=$RUNS/slice_resnet" \
+            --points "DenseUNet recipe (interval 5 only; docs/results.md)=2112:0.15,4224:0.71,6336:0.95,8448:1.07,10560:1.25" \
+            --out docs/figures/learning_curve.png ;;
     eval_ablation)  # the ablation checkpoints at interval 5 (each copies acquired slices back as trained)
         evaluate ablation "$PY" --methods linear --no-figures --checkpoint base="$(best ablation_base)" \
             --checkpoint plain_io="$(best ablation_plain_io)" --checkpoint intervals="$(best ablation_intervals)" ;;
