@@ -21,8 +21,8 @@ PRETRAINED = Path(__file__).resolve().parent / "assets" / "pretrained"
 DEFAULT_PRETRAINED = "dense_unet.ckpt"
 
 
-def pretrained_path(name: str = "pretrained") -> Path:
-    """The committed model file of ``pretrained``."""
+def pretrained_path() -> Path:
+    """The committed model file that ``pretrained`` names."""
     found = sorted(PRETRAINED.glob("*.ckpt"), key=lambda p: p.name != DEFAULT_PRETRAINED)
     if not found:
         raise InputError(f"no pretrained model in {PRETRAINED} (installed without package data?); reinstall "
@@ -48,6 +48,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 def load_module(spec: str, device: str | torch.device = "cpu") -> InpaintingModule:
     """An ``InpaintingModule`` in eval mode from a checkpoint path (or ``pretrained``), with one-line errors."""
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available to this torch build; use --device cpu")
     path = pretrained_path() if spec == "pretrained" else Path(spec)
     checkpoint = read_checkpoint(path)
     try:

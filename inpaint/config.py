@@ -195,9 +195,16 @@ def _check_choices(cfg: DictConfig) -> None:
         )
     if "name" not in cfg.generator:
         raise ConfigError("generator.name is missing: set it in the experiment file or as generator.name=...")
-    for key in ("interval", "patch_size", "batch_size"):
+    for key in ("patch_size", "batch_size"):
         if cfg.data[key] < 1:
             raise ConfigError(f"data.{key} must be >= 1, got {cfg.data[key]}")
+    for key in ("interval", "patch_slices"):
+        if cfg.data[key] < 2:
+            raise ConfigError(f"data.{key} must be >= 2, got {cfg.data[key]}")
+    if any(i < 2 for i in cfg.data.intervals):
+        raise ConfigError(f"data.intervals must all be >= 2 (every N-th slice kept), got {list(cfg.data.intervals)}")
+    if not 0 <= cfg.data.offset < min([cfg.data.interval, *cfg.data.intervals]):
+        raise ConfigError(f"data.offset={cfg.data.offset} must be in [0, interval) for every interval trained on")
 
 
 def load(experiment: str | None = None, overrides: list[str] | None = None) -> DictConfig:

@@ -1,8 +1,8 @@
 """The error family of inpaint, and the one place a command turns an error into its one-line message.
 
-Library code raises :class:`InpaintError` subclasses (``InputError`` for data and files,
-``ConfigError`` for configuration) whose message is one line naming the file or key and the fix;
-commands catch them at their boundary and call :func:`report`.
+Library code raises :class:`InpaintError` subclasses (``inpaint.data.io.InputError`` for data and files,
+``inpaint.config.ConfigError`` for configuration) whose message is one line naming the file or key and
+the fix; commands catch them at their boundary and call :func:`report`.
 """
 
 from __future__ import annotations

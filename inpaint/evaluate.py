@@ -28,7 +28,6 @@ import torch
 from tqdm.auto import tqdm
 
 from inpaint.checkpoint import load_module
-from inpaint.config import AGGREGATIONS
 from inpaint.data.degrade import degrade
 from inpaint.data.io import InputError, is_volume_file, read_volume, volume_stem
 from inpaint.data.subjects import VolumeFile, find_volumes, read_split_file
@@ -40,14 +39,13 @@ from inpaint.inference import patch_borders
 from inpaint.interpolate import METHODS
 from inpaint.metrics import seam_ratio, volume_metrics
 from inpaint.reporting import read_rows, summary_markdown
-from inpaint.restore import ACQUISITION, Restorer, defaults
+from inpaint.restore import ACQUISITION, Restorer, add_arguments, check_settings, defaults, overrides
 from inpaint.segment import COLUMNS as SEGMENT_COLUMNS
 from inpaint.segment import TissueScorer, require_ants
 
 log = logging.getLogger("inpaint")
 COLUMNS = ["subject", "method", "psnr", "ssim", "hfen", "psnr_missing", "seam", "seconds"]
 SETTINGS = ("interval", "offset", "overlap", "aggregation", "segment", "thick_slices", "data_consistency")
-CONSISTENCY = {"trained": None, "on": True, "off": False}  # --data-consistency -> the restore setting
 
 
 class SubjectError(InputError):
@@ -104,15 +102,14 @@ def build_methods(args: argparse.Namespace) -> dict[str, Any]:
     bad = [m for m in classical if m not in METHODS]
     if bad:
         raise InputError(f"--methods: unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
-    overrides = {"overlap": args.overlap, "aggregation": args.aggregation,
-                 "data_consistency": CONSISTENCY[args.data_consistency or "trained"]}
+    given = {k: v for k, v in overrides(args).items() if k not in ACQUISITION}  # one degradation for all: acquisition()
     methods: dict[str, Any] = {m: Restorer(m) for m in classical}
     for flag, specs in (("--checkpoint", named(args.checkpoint, "--checkpoint")),
                         ("--prediction", named(args.prediction, "--prediction"))):
         for name, target in specs.items():
             if name in methods:
                 raise InputError(f"{flag} {name}=...: the name {name!r} is already used; choose another")
-            methods[name] = (Restorer(load_module(target, args.device), overrides) if flag == "--checkpoint"
+            methods[name] = (Restorer(load_module(target, args.device), given) if flag == "--checkpoint"
                              else prediction_index(target, name))
     return methods
 
@@ -130,8 +127,9 @@ def acquisition(args: argparse.Namespace, methods: dict[str, Any]) -> dict[str, 
         if given is not None:
             resolved[key] = given
         elif len(set(trained.values())) > 1:
+            flag = "--thick-slices or --no-thick-slices" if key == "thick_slices" else f"--{key}"
             raise InputError(f"the checkpoints were trained with different {key.replace('_', ' ')} ({trained}); "
-                             f"pass --{key.replace('_', '-')} to score them on one degradation")
+                             f"pass {flag} to score them on one degradation")
         else:
             resolved[key] = next(iter(trained.values()), defaults()[key])
     for restorer in networks.values():  # each network is told the acquisition it is scored on
@@ -238,19 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a trained generator (.ckpt from inpaint.fit, or 'pretrained'); repeatable")
     parser.add_argument("--prediction", action="append", default=[], metavar="NAME=DIR",
                         help="volumes predicted elsewhere, matched to references by file name; repeatable")
-    parser.add_argument("--interval", type=int, metavar="N",
-                        help="keep every N-th axial slice (default: as the checkpoints were trained, else 5)")
-    parser.add_argument("--offset", type=int, metavar="K",
-                        help="kept slices: k %% interval == K, 0-based in the file's voxel order (default: as trained, else 0)")
-    parser.add_argument("--thick-slices", action="store_true", default=None,
-                        help="acquired slices are means over their slab of N slices (default: as trained, else thin)")
-    parser.add_argument("--overlap", type=int, metavar="VOXELS",
-                        help="network patch overlap, even (default: as each checkpoint was trained)")
-    parser.add_argument("--aggregation", choices=AGGREGATIONS,
-                        help="how network patch overlaps are merged (default: as each checkpoint was trained)")
-    parser.add_argument("--data-consistency", choices=tuple(CONSISTENCY),
-                        help="copy the acquired slices into network outputs: as each checkpoint was trained (default), "
-                             "or on/off for all")
+    add_arguments(parser)
     parser.add_argument("--subjects", metavar="IDS", help="comma-separated subject ids, e.g. sub-02,sub-03 (default: all)")
     parser.add_argument("--split", metavar="FILE.tsv",
                         help="TSV with columns subject, split: evaluate the subjects of --split-name")
@@ -270,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, command: str) -> Path:
     """Evaluate everything; returns OUT. Raises InputError naming the subject on failure."""
+    check_settings(overrides(args))  # values in range before any checkpoint is loaded
     if args.subjects and args.split:
         raise InputError("give --subjects or --split, not both")
     volumes = select_volumes(args)
@@ -280,9 +267,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
             raise InputError(f"--prediction {name}: no file named {volume_stem(missing[0].image)}.nii(.gz) for "
                              f"{missing[0].name} ({len(missing)} missing); name predictions as their reference files")
     setting = acquisition(args, methods)
-    if setting["interval"] < 2 or not 0 <= setting["offset"] < setting["interval"]:
-        raise InputError(f"--interval {setting['interval']} --offset {setting['offset']}: keep every N-th slice needs "
-                         "N >= 2 and 0 <= offset < N")
+    check_settings(setting)
     settings = {**{k: getattr(args, k) for k in SETTINGS}, **setting}
     if args.segment:
         require_ants()  # fail before any work

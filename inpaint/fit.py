@@ -121,6 +121,7 @@ def data_info(datamodule: InpaintDataModule) -> dict[str, Any]:
     axis = slice_axis(image.affine, str(volumes[0].image))
     spacing = [zooms[a] for a in slice_last_permutation(axis)]
     return {"spacing": spacing, "interval": int(datamodule.cfg.interval), "skull_stripped": True,
+            "intervals": [int(i) for i in datamodule.cfg.intervals] or [int(datamodule.cfg.interval)],
             "thick_slices": bool(datamodule.cfg.thick_slices)}
 
 
@@ -134,7 +135,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, config: dict, trainable: bool,
         callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/psnr",
                                          mode="max", auto_insert_metric_name=False))
         callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                                         auto_insert_metric_name=False, enable_version_counter=False))
+                                         auto_insert_metric_name=False, enable_version_counter=False,
+                                         save_on_train_epoch_end=True))  # also on epochs without validation
     if cfg.callbacks.perceptual is not None:
         from inpaint.perceptual import PerceptualLoss
 

@@ -255,7 +255,7 @@ def infer_volume(
 def receptive_radius(generator: torch.nn.Module) -> int:
     """In-plane voxels on each side that an acquired-slice generator's output depends on (its convs' halo)."""
     convs = [m for m in generator.modules() if isinstance(m, torch.nn.Conv3d)]
-    return sum(int(m.kernel_size[0]) // 2 for m in convs)
+    return sum(max(int(k) for k in m.kernel_size[:2]) // 2 for m in convs)
 
 
 @torch.no_grad()

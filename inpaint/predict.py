@@ -17,26 +17,30 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from inpaint.checkpoint import load_module
-from inpaint.config import AGGREGATIONS
 from inpaint.data.degrade import Degraded
-from inpaint.data.io import InputError, is_volume_file, read_volume, write_volume
+from inpaint.data.io import (
+    WRITTEN_SUFFIXES,
+    InputError,
+    is_volume_file,
+    read_volume,
+    volume_stem,
+    write_volume,
+)
 from inpaint.data.transforms import brain_mask
 from inpaint.errors import EXIT_ERROR, report
 from inpaint.geometry import find_slice_axis, kept_indices, known_volume, spacing_slice_last
 from inpaint.interpolate import METHODS, sparse_to_dense
 from inpaint.metrics import volume_metrics
-from inpaint.restore import Restorer
+from inpaint.restore import SHOWN, Restorer, add_arguments, check_settings, overrides, trained_intervals
 
 log = logging.getLogger("inpaint")
 SPACING_TOLERANCE = 0.02  # slice spacing / target spacing must be this close to an integer (relative)
-CONSISTENCY = {"trained": None, "on": True, "off": False}  # --data-consistency -> the restore setting
 BORDER_NONZERO = 0.2  # warn about skull when this fraction of the in-plane border is nonzero
 
 
@@ -92,9 +96,10 @@ def predict_file(path: Path, output: Path, restorer: Restorer, args: argparse.Na
         axis = find_slice_axis(affine, source)
         slice_spacing = spacing_slice_last(affine, axis)[2]
         n = upsampling_factor(slice_spacing, args.target_spacing or (restorer.info.get("spacing") or [1.0])[-1], source)
-        if restorer.info.get("interval") and restorer.info["interval"] != n:
-            log.warning("%s: needs %d-fold upsampling; the checkpoint was trained at interval %d", source, n,
-                        restorer.info["interval"])
+        trained = [] if restorer.classical else trained_intervals(restorer.method)
+        if trained and n not in trained:
+            log.warning("%s: needs %d-fold upsampling; the checkpoint was trained at interval(s) %s", source, n,
+                        ", ".join(map(str, trained)))
         try:
             dense = sparse_to_dense(volume, axis, n, "linear")
         except ValueError as error:
@@ -110,13 +115,6 @@ def predict_file(path: Path, output: Path, restorer: Restorer, args: argparse.Na
     if not args.simulate:
         return None
     return volume_metrics(filled, volume, brain_mask(volume, None, source), degraded.known)
-
-
-def restore_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The restore settings given on the command line (None: as the checkpoint was trained)."""
-    return {"overlap": args.overlap, "aggregation": args.aggregation,
-            "data_consistency": CONSISTENCY[args.data_consistency or "trained"],
-            "interval": args.interval, "offset": args.offset, "thick_slices": args.thick_slices}
 
 
 def format_metrics(m: dict[str, float]) -> str:
@@ -140,37 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where the network runs (default: cuda if available)")
     parser.add_argument("--simulate", action="store_true",
                         help="INPUT is a full volume: keep every --interval-th axial slice, restore on its grid, print metrics")
-    parser.add_argument("--interval", type=int, metavar="N", help="with --simulate: keep every N-th slice (default: as the checkpoint was trained, else 5)")
-    parser.add_argument("--offset", type=int, metavar="K", help="with --simulate: kept slices k %% interval == offset, 0-based (default: as trained, else 0)")
-    parser.add_argument("--overlap", type=int, metavar="VOXELS", help="network patch overlap, even (default: as the checkpoint was trained)")
-    parser.add_argument("--aggregation", choices=AGGREGATIONS, help="how network patch overlaps are merged (default: as trained)")
-    parser.add_argument("--data-consistency", choices=tuple(CONSISTENCY),
-                        help="copy the acquired slices into the output: as the checkpoint was trained (default), on, off")
-    parser.add_argument("--thick-slices", action="store_true", default=None,
-                        help="with --simulate: acquired slices are slab means (default: as the checkpoint was trained)")
+    add_arguments(parser, simulate="with --simulate: ")
     return parser
 
 
-OUTPUT_SUFFIXES = (".nii.gz", ".nii")
-
-
 def check_options(args: argparse.Namespace) -> None:
-    """Values in range and a usable device, before any file is read (one-line InputError each)."""
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available to this torch build; use --device cpu")
-    if args.interval is not None and args.interval < 2:
-        raise InputError(f"--interval {args.interval}: keep every N-th slice needs N >= 2 (N = 1 keeps them all)")
-    if args.offset is not None and not 0 <= args.offset < (args.interval or 2 ** 31):
-        raise InputError(f"--offset {args.offset}: must be in [0, interval)")
+    """Values in range, before any file is read (one-line InputError each; the device: ``load_module``)."""
     if args.target_spacing is not None and not args.target_spacing > 0:
         raise InputError(f"--target-spacing {args.target_spacing}: must be a positive spacing in mm, e.g. 1.0")
-    if args.overlap is not None and (args.overlap < 0 or args.overlap % 2):
-        raise InputError(f"--overlap {args.overlap}: must be an even number of voxels >= 0, e.g. 8")
+    check_settings(overrides(args))
+
+
+def nifti_name(path: Path) -> str:
+    """The output name for an input file in a folder: its stem as ``.nii.gz`` (an ``.mgz`` input too)."""
+    return path.name if path.name.lower().endswith(WRITTEN_SUFFIXES) else volume_stem(path) + ".nii.gz"
 
 
 def check_output(output: Path) -> None:
     """A NIfTI name in a folder that can be written (or created), before any inference."""
-    if not output.name.lower().endswith(OUTPUT_SUFFIXES):
+    if not output.name.lower().endswith(WRITTEN_SUFFIXES):
         raise InputError(f"{output}: name the output .nii.gz or .nii (the format is taken from the name)")
     folder = next(p for p in (output.parent, *output.parent.parents) if p.exists())
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
@@ -185,11 +171,11 @@ def jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
             raise InputError(f"{args.input}: no .nii/.nii.gz/.mgz files in this folder; give a file or a folder of them")
         if args.output.exists() and not args.output.is_dir():
             raise InputError(f"{args.output}: is a file, but INPUT is a folder; give an output folder")
-        pairs = [(p, args.output / p.relative_to(args.input)) for p in files]
+        pairs = [(p, args.output / p.relative_to(args.input).with_name(nifti_name(p))) for p in files]
     elif not args.input.exists():
         raise InputError(f"{args.input}: no such file or folder; give a NIfTI file or a folder of them")
     else:
-        pairs = [(args.input, args.output / args.input.name if args.output.is_dir() else args.output)]
+        pairs = [(args.input, args.output / nifti_name(args.input) if args.output.is_dir() else args.output)]
     for _, out in pairs:
         check_output(out)
     existing = [out for _, out in pairs if out.exists()]
@@ -203,15 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.simulate and (args.interval is not None or args.offset is not None or args.thick_slices):
+    if not args.simulate and (args.interval is not None or args.offset is not None or args.thick_slices is not None):
         parser.error("--interval/--offset/--thick-slices apply only with --simulate; for a sparse input N comes from "
                      "its slice spacing (see --target-spacing)")
     failed = 0
     try:
         check_options(args)
         pairs = jobs(args)
-        restorer = Restorer(args.method or load_module(args.checkpoint, args.device), restore_overrides(args))
-        log.info("restoring with %s", restorer.describe())
+        restorer = Restorer(args.method or load_module(args.checkpoint, args.device), overrides(args))
+        shown = SHOWN if args.simulate else ("overlap", "aggregation", "data_consistency")  # else N: the file's spacing
+        log.info("restoring with %s", restorer.describe(shown))
         for path, output in tqdm(pairs, desc="volumes", unit="vol", disable=len(pairs) == 1):
             if len(pairs) == 1:
                 log.info("restoring %s -> %s", path, output)

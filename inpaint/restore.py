@@ -10,13 +10,16 @@ network restore: scale from the acquired slices only, slice axis last, in-plane 
 checkpoint's spacing when it differs by more than 10 %, ``module.predict_volume`` (patches or the
 acquired-slice grid, data consistency applied once), and every step undone.
 
-Settings (``SETTINGS``) come from the checkpoint (``hyper_parameters``: the ``inference`` section,
-``model.data_consistency``, ``config.data`` for the acquisition); what the caller passes overrides
-them, and ``sources`` says where each came from. Defaults live in ``inpaint.config`` only.
+Settings (``SETTINGS``) come from the checkpoint (``hyper_parameters``: the ``inference`` settings that
+decide the result, ``TRAVELS``; ``model.data_consistency``; ``config.data`` for the acquisition); what
+the caller passes overrides them, and ``sources`` says where each came from. Machine-dependent
+settings (batch size, bf16, fuse, heap) are this machine's defaults. Defaults live in ``inpaint.config``
+only; :func:`add_arguments` gives evaluate and predict the same flags.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 from dataclasses import asdict
 from typing import Any
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from inpaint.config import DataConfig, InferenceConfig, ModelConfig
+from inpaint.config import AGGREGATIONS, DataConfig, InferenceConfig, ModelConfig
 from inpaint.data.degrade import Degraded, degrade
 from inpaint.data.io import InputError
 from inpaint.data.normalise import acquired_scale, denormalise, normalise
@@ -35,9 +38,11 @@ from inpaint.interpolate import METHODS, fill_missing
 log = logging.getLogger("inpaint")
 INPLANE_TOLERANCE = 0.10  # resample in-plane when the spacing differs from the checkpoint's by more
 INFERENCE = tuple(asdict(InferenceConfig()))  # patch_size, overlap, aggregation, batch_size, bf16, fuse, tile, heap
+TRAVELS = ("patch_size", "overlap", "aggregation", "tile")  # decide the result; batch_size, bf16, fuse, heap suit a machine
 ACQUISITION = ("interval", "offset", "thick_slices")
 SETTINGS = (*INFERENCE, "data_consistency", *ACQUISITION)
 SHOWN = ("overlap", "aggregation", "data_consistency", "interval", "offset", "thick_slices")  # in logs and summaries
+CONSISTENCY = {"trained": None, "on": True, "off": False}  # --data-consistency -> the data_consistency setting
 
 
 def defaults() -> dict[str, Any]:
@@ -52,7 +57,7 @@ def trained_settings(module: Any) -> dict[str, Any]:
     hparams = module.hparams
     data = (hparams.get("config") or {}).get("data") or {}
     info = hparams.get("data_info") or {}
-    trained = {k: v for k, v in (hparams.get("inference") or {}).items() if k in INFERENCE}
+    trained = {k: v for k, v in (hparams.get("inference") or {}).items() if k in TRAVELS}
     trained["data_consistency"] = module.model_cfg["data_consistency"]
     trained.update({k: data[k] for k in ACQUISITION if k in data})
     if "interval" in info:
@@ -60,6 +65,52 @@ def trained_settings(module: Any) -> dict[str, Any]:
     if "thick_slices" in info:
         trained["thick_slices"] = info["thick_slices"]
     return trained
+
+
+def trained_intervals(module: Any) -> list[int]:
+    """The intervals a module was trained on (``data.intervals``, else ``data.interval``); [] if unknown."""
+    data = (module.hparams.get("config") or {}).get("data") or {}
+    intervals = list(data.get("intervals") or [])
+    return intervals or ([data["interval"]] if "interval" in data else [])
+
+
+def add_arguments(parser: argparse.ArgumentParser, simulate: str = "") -> None:
+    """The restore-setting flags of evaluate and predict; each defaults to the checkpoint's value.
+
+    ``simulate``: prefix for the help of the acquisition flags (predict: "with --simulate: ").
+    """
+    parser.add_argument("--interval", type=int, metavar="N",
+                        help=f"{simulate}keep every N-th axial slice (default: as the checkpoint was trained, else 5)")
+    parser.add_argument("--offset", type=int, metavar="K",
+                        help=f"{simulate}kept slices k %% N == K, 0-based in the file's voxel order (default: as trained, else 0)")
+    parser.add_argument("--thick-slices", action=argparse.BooleanOptionalAction,
+                        help=f"{simulate}acquired slices are the means of their slab of N slices, or thin with "
+                             "--no-thick-slices (default: as trained, else thin)")
+    parser.add_argument("--overlap", type=int, metavar="VOXELS",
+                        help="network patch overlap, even (default: as the checkpoint was trained)")
+    parser.add_argument("--aggregation", choices=AGGREGATIONS,
+                        help="how network patch overlaps are merged (default: as the checkpoint was trained)")
+    parser.add_argument("--data-consistency", choices=tuple(CONSISTENCY),
+                        help="copy the acquired slices into network outputs: as each checkpoint was trained "
+                             "(default), on, off")
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The restore settings given on a command line built by :func:`add_arguments` (None: not given)."""
+    return {"overlap": args.overlap, "aggregation": args.aggregation,
+            "data_consistency": CONSISTENCY[args.data_consistency or "trained"],
+            "interval": args.interval, "offset": args.offset, "thick_slices": args.thick_slices}
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """One-line InputError for values out of range (before any work)."""
+    interval, offset, overlap = settings.get("interval"), settings.get("offset"), settings.get("overlap")
+    if interval is not None and interval < 2:
+        raise InputError(f"--interval {interval}: keep every N-th slice needs N >= 2 (N = 1 keeps them all)")
+    if offset is not None and not 0 <= offset < (interval or 2**31):
+        raise InputError(f"--offset {offset}: must be in [0, interval)")
+    if overlap is not None and (overlap < 0 or overlap % 2):
+        raise InputError(f"--overlap {overlap}: must be an even number of voxels >= 0, e.g. 8")
 
 
 def _resize(x: torch.Tensor, size: list[int], mode: str) -> torch.Tensor:
@@ -88,6 +139,7 @@ class Restorer:
         unknown = sorted(set(given) - set(SETTINGS))
         if unknown:
             raise ValueError(f"unknown restore setting(s) {', '.join(unknown)}; valid: {', '.join(SETTINGS)}")
+        check_settings(given)
         trained = {} if self.classical else trained_settings(method)
         self.settings = {**defaults(), **trained, **given}
         self.sources = {k: "command line" if k in given else "checkpoint" if k in trained else "default"

@@ -28,6 +28,7 @@ from inpaint.constants import (
     TARGET,
     THICK,
 )
+from inpaint.geometry import spacing_slice_last
 from inpaint.inference import infer_acquired, infer_volume
 from inpaint.metrics import volume_metrics
 from inpaint.restore import Restorer, degraded_from_mask
@@ -230,7 +231,8 @@ class InpaintingModule(L.LightningModule):
         """Restore one whole volume (file voxel order, original units) as ``inpaint.evaluate`` does, and score it."""
         inputs, known, mask, target = (batch[k][0, 0].cpu() for k in (INPUT, KNOWN, MASK, TARGET))
         degraded = degraded_from_mask(inputs.float(), known, batch[SLICE_AXIS], batch[INTERVAL], batch[OFFSET])
-        pred = Restorer(self)(degraded, mask > 0 if batch[MASK_GIVEN] else None, source=str(batch[NAME]))
+        spacing = spacing_slice_last(batch["affine"], batch[SLICE_AXIS])  # resampled as evaluate would
+        pred = Restorer(self)(degraded, mask > 0 if batch[MASK_GIVEN] else None, spacing, source=str(batch[NAME]))
         reference, flags = target.double(), (mask > 0, known > 0)
         ours = volume_metrics(pred.double(), reference, *flags)
         baseline = volume_metrics(inputs.double(), reference, *flags)

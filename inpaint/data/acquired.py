@@ -6,7 +6,8 @@ acquired slices, so that TorchIO's sampler and queue cut patches aligned to acqu
 
 - ``acquired`` (1, X, Y, K): the acquired slices (thin, or slab means for thick slices);
 - ``gaps`` (S, X, Y, K): channel m is the reference slice m slices after acquired slice j (m = 0 is the
-  acquired position itself), for m < interval; zero where no such slice exists;
+  acquired position itself), zero where no such slice exists; the loss uses the channels m < interval
+  (``InpaintingModule.acquired_step``);
 - ``mask`` (1, X, Y, K): brain anywhere from acquired slice j to the next one.
 
 The subject keeps ``interval`` and ``thick``, which say which channels of ``gaps`` are targets.

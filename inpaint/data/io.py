@@ -13,7 +13,8 @@ import torch
 
 from inpaint.errors import InpaintError
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii", ".mgz")
+NIFTI_SUFFIXES = (".nii.gz", ".nii", ".mgz")  # read
+WRITTEN_SUFFIXES = (".nii.gz", ".nii")  # written (NIfTI-1)
 
 
 class InputError(InpaintError):

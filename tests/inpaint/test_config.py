@@ -13,8 +13,8 @@ def test_experiment_merged_over_defaults_then_overrides():
 
 
 def test_argv_form_of_wandb_agents():
-    cfg = from_argv(["experiment=linear", "--data.offset=2", "data.intervals=[2,3]"])
-    assert (cfg.experiment, cfg.data.offset, list(cfg.data.intervals)) == ("linear", 2, [2, 3])
+    cfg = from_argv(["experiment=linear", "--data.offset=1", "data.intervals=[2,3]"])
+    assert (cfg.experiment, cfg.data.offset, list(cfg.data.intervals)) == ("linear", 1, [2, 3])
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,7 @@ def test_argv_form_of_wandb_agents():
         ("no_such_experiment", [], "unknown experiment 'no_such_experiment': choose one of"),
         ("linear", ["logger=printer"], "logger='printer' is not one of csv, wandb"),
         ("linear", ["inference.aggregation=max"], "is not one of average, hann"),
-        ("linear", ["data.interval=0"], "data.interval must be >= 1"),
+        ("linear", ["data.interval=0"], "data.interval must be >= 2"),
         ("linear", ["justaword"], "expected key=value"),
         (None, [], "no generator"),
     ],

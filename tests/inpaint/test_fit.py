@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inpaint.config import experiment_names, load
+from inpaint.config import ConfigError, experiment_names, load
 from inpaint.fit import fit, main
 from tests.conftest import quick_overrides
 
@@ -116,3 +117,17 @@ def test_output_that_is_not_a_terminal_gets_plain_progress_lines(tiny_root, tmp_
     fit(train_cfg(tiny_root, tmp_path, "trainer.enable_progress_bar=true", "trainer.log_every_n_steps=1"))
     out = capsys.readouterr().out  # pytest's capture is not a terminal
     assert "epoch 0 batch 1/3 step 1 loss" in out and "epoch 1 validation: PSNR" in out
+
+
+def test_last_checkpoint_also_on_epochs_without_validation(tiny_root, tmp_path):
+    result = fit(train_cfg(tiny_root, tmp_path, "trainer.check_val_every_n_epoch=2", "trainer.max_epochs=3"))
+    assert torch.load(result["last_checkpoint"], map_location="cpu", weights_only=False)["epoch"] == 2
+
+
+@pytest.mark.parametrize(("override", "needle"), [("data.interval=1", "data.interval must be >= 2"),
+                                                  ("data.intervals=[1,5]", "data.intervals must all be >= 2"),
+                                                  ("data.patch_slices=1", "data.patch_slices must be >= 2"),
+                                                  ("data.offset=5", "data.offset=5 must be in [0, interval)")])
+def test_bad_acquisition_settings_are_config_errors(override, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load("slice_resnet", [override])

@@ -213,7 +213,7 @@ def test_unwritable_output_folder_and_missing_cuda_are_caught_before_any_work(tm
     code, _, err = run(capsys, sparse, "-o", locked / "out.nii.gz", "--method", "linear")
     assert_one_line_error(code, err, "cannot write in", "locked")
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    code, _, err = run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--method", "linear", "--device", "cuda")
+    code, _, err = run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--checkpoint", "pretrained", "--device", "cuda")
     assert_one_line_error(code, err, "--device cuda", "--device cpu")
 
 
@@ -267,3 +267,13 @@ def test_interval_without_simulate_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "y.nii.gz"), "--method", "linear", "--interval", "4"])
     assert exit_info.value.code == 2 and "only with --simulate" in capsys.readouterr().err
+
+
+def test_a_folder_with_mgz_files_writes_nifti_outputs(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sparse = nib.Nifti1Image(phantom()[:, :, ::5], np.diag([1.0, 1.0, 5.0, 1.0]))
+    nib.save(nib.MGHImage(sparse.get_fdata().astype(np.float32), sparse.affine), str(folder / "scan.mgz"))
+    code, out, err = run(capsys, folder, "-o", tmp_path / "out", "--method", "linear")
+    assert code == 0, err
+    assert (tmp_path / "out" / "scan.nii.gz").is_file()

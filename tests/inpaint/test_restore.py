@@ -84,5 +84,26 @@ def test_a_volume_smaller_than_the_patch_is_padded_with_background_and_cropped_b
     restorer = Restorer(load_module(hann_run["best_checkpoint"]))
     volume = torch.from_numpy(phantom((20, 40, 36)))
     out = restorer(degrade(volume, np.eye(4)))
-    assert out.shape == (20, 40, 36) and torch.isfinite(out).all()
+    by_hand = restorer(degrade(torch.nn.functional.pad(volume, (0, 0, 0, 0, 6, 6)), np.eye(4)))  # zeros around it
+    assert out.shape == (20, 40, 36) and torch.allclose(out, by_hand[6:26], atol=1e-4)
     assert restorer.padding((20, 40, 36)) == (0, 0, 0, 0, 6, 6) and restorer.padding((32, 33, 40)) == (0,) * 6
+
+
+def test_thin_slices_can_be_asked_for_and_settings_are_checked_before_work(hann_run, tiny_root, tmp_path, capsys):
+    source = tiny_root / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+    assert predict([str(source), "-o", str(tmp_path / "a.nii.gz"), "--simulate", "--checkpoint", hann_run["best_checkpoint"],
+                    "--thick-slices"]) == 0
+    assert predict([str(source), "-o", str(tmp_path / "b.nii.gz"), "--simulate", "--checkpoint", hann_run["best_checkpoint"],
+                    "--no-thick-slices"]) == 0
+    a, b = (nib.load(tmp_path / n).get_fdata() for n in ("a.nii.gz", "b.nii.gz"))
+    assert not np.allclose(a, b)
+    capsys.readouterr()
+    assert evaluate(["--data", str(tiny_root), "--overlap", "7", "--out", str(tmp_path / "e")]) == 2
+    assert "--overlap 7" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+def test_evaluate_without_cuda_says_so(tiny_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert evaluate(["--data", str(tiny_root), "--checkpoint", "net=pretrained", "--device", "cuda",
+                     "--out", str(tmp_path / "e")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
