@@ -6,7 +6,8 @@
 #
 # Environment: PY (python, default .venv/bin/python), SEGMENT_PY (python with antspyx, default
 # .venv-segment/bin/python), DATA (default ../shared/data/ds002748), RUNS (training runs, default
-# runs/ds002748_cpu), EVAL (evaluation folders, default eval-out/ds002748_cpu). Each training
+# runs/ds002748_cpu), CAMPAIGN (the slice_resnet campaign's run folder, default runs/slice_resnet/campaign),
+# EVAL (evaluation folders, default eval-out/ds002748_cpu). Each training
 # stage uses one torch thread (OMP_NUM_THREADS=1) so two stages can run side by side on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ SEGMENT_PY=${SEGMENT_PY:-.venv-segment/bin/python}
 DATA=${DATA:-../shared/data/ds002748}
 RUNS=${RUNS:-runs/ds002748_cpu}
 EVAL=${EVAL:-eval-out/ds002748_cpu}
+CAMPAIGN=${CAMPAIGN:-runs/slice_resnet/campaign}
 SPLIT=experiments/splits/ds002748.tsv
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
@@ -55,10 +57,10 @@ case ${1:-help} in
     train_unet3d)  # the paper's 3D U-Net at 1/8 of its widths, trained like train_paper
         fit unet3d unet3d $DATA_ARGS "generator.features=[8,16,32,64,128]" optim.step_epochs=1 trainer.max_epochs=3 \
             trainer.limit_train_batches=100 ;;
-    train_slice_resnet)  # the acquired-slice generator's campaign (experiments/slice_resnet.yaml); resumes from its last.ckpt
-        last="$RUNS/slice_resnet/checkpoints/last.ckpt"
-        fit slice_resnet slice_resnet data.root="$DATA" data.split="$SPLIT" trainer.enable_progress_bar=false \
-            $([[ -f $last ]] && echo "ckpt_path=$last") ;;
+    train_slice_resnet)  # the acquired-slice generator's campaign (experiments/slice_resnet.yaml, 2 threads); resumes
+        last="$CAMPAIGN/checkpoints/last.ckpt"
+        OMP_NUM_THREADS=2 $PY -m inpaint.fit experiment=slice_resnet data.root="$DATA" data.split="$SPLIT" \
+            trainer.enable_progress_bar=false run_dir="$CAMPAIGN" $([[ -f $last ]] && echo "ckpt_path=$last") ;;
     train_ablation_base)  # = train_ours stopped after its first epoch (same seed, queue and schedule so far)
         fit ablation_base dense_unet $DATA_ARGS $DENSE_SMALL $OURS $ABLATE ;;
     train_ablation_perceptual)  # + the paper's perceptual term (gamma 1e-6)
@@ -83,9 +85,9 @@ case ${1:-help} in
     eval_pretrained)  # the committed file itself (fp16) on the test split: the model card's numbers
         evaluate pretrained "$PY" --methods linear --no-figures --checkpoint dense_unet=pretrained ;;
     eval_slice_resnet)  # the campaign's best checkpoint (by val PSNR at interval 5) on the test split, interval 5
-        evaluate slice_resnet "$PY" --methods linear --checkpoint slice_resnet="$(best slice_resnet)" ;;
+        evaluate slice_resnet "$PY" --methods linear --checkpoint slice_resnet="$CAMPAIGN/checkpoints/best.ckpt" ;;
     curve_slice_resnet)  # docs/figures/learning_curve.png: its validation gain against patches and CPU-hours
-        $PY scripts/learning_curve.py "slice_resnet (intervals 2-8)=$RUNS/slice_resnet" \
+        $PY scripts/learning_curve.py "slice_resnet (intervals 2-8)=$CAMPAIGN" \
             --points "DenseUNet recipe (interval 5 only; docs/results.md)=2112:0.15,4224:0.71,6336:0.95,8448:1.07,10560:1.25" \
             --out docs/figures/learning_curve.png ;;
     eval_ablation)  # the ablation checkpoints at interval 5 (each copies acquired slices back as trained)
