@@ -118,10 +118,11 @@ def phantom(shape: tuple[int, int, int]) -> torch.Tensor:
 
 
 def load_case(path: Path | None, shape: tuple[int, int, int], interval: int = 5) -> dict[str, Any]:
-    """Degrade (every ``interval``-th slice, linear fill) and normalise a volume, slice axis last.
+    """Degrade (every ``interval``-th slice, linear fill) and normalise a volume, slice axis last, as ``Restorer`` does.
 
     Returns:
-        ``input``, ``known``, ``mask``, ``target`` (the normalised original): (X, Y, Z) tensors, and ``name``.
+        ``input``, ``known``, ``mask`` (the network's: ``input > 0``), ``target`` (the normalised original): (X, Y, Z)
+        tensors; ``degraded`` (``inpaint.data.degrade.Degraded``, file order), ``scale``, ``perm`` and ``name``.
     """
     import numpy as np
 
@@ -138,12 +139,13 @@ def load_case(path: Path | None, shape: tuple[int, int, int], interval: int = 5)
         data, affine, name = phantom(shape), np.eye(4), "phantom"  # slice axis 2
     sparse = degrade(data, affine, interval, 0, name)
     known = sparse.known.to(torch.uint8)
-    mask = (data > 0).to(torch.uint8)
+    mask = (sparse.input > 0).to(torch.uint8)  # the Restorer's network mask: never the missing reference slices
     scale = acquired_scale(sparse.input, known, mask, name)
     x, target = normalise(sparse.input, scale), normalise(data, scale)
     perm = slice_last_permutation(sparse.axis)
     tensors = (("input", x), ("known", known), ("mask", mask), ("target", target))
-    return {"name": name, **{k: t.permute(*perm).contiguous() for k, t in tensors}}
+    return {"name": name, "degraded": sparse, "scale": scale, "perm": perm,
+            **{k: t.permute(*perm).contiguous() for k, t in tensors}}
 
 
 def calibrate(net: nn.Module, case: dict[str, Any], patch: int, count: int = 8) -> None:
@@ -353,7 +355,9 @@ def lever_functions(module: Any, tile: int) -> list[tuple[str, dict[str, Any]]]:
 def bench_inference(name: str, kwargs: dict, case: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
     """Whole-volume ``predict_volume`` seconds for each mode, with the difference from the exact paper grid."""
     from inpaint.checkpoint import load_module
+    from inpaint.data.normalise import normalise
     from inpaint.inference import infer_volume, plan
+    from inpaint.restore import Restorer
     from inpaint.system import InpaintingModule
 
     device = args.device
@@ -384,8 +388,9 @@ def bench_inference(name: str, kwargs: dict, case: dict[str, Any], args: argpars
         windows = "—" if acquired else int(plan(mask, args.patch, 8, settings.get("tile"), multiple)[4].sum())
 
         def run(fn: Any = fn, settings: dict = settings) -> torch.Tensor:
-            if fn is None:
-                return module.predict_volume(x, known, mask, **settings)
+            if fn is None:  # what evaluate and predict run: the Restorer, back in normalised units for the comparison
+                restored = Restorer(module, settings)(case["degraded"])
+                return normalise(restored, case["scale"]).permute(*case["perm"])[None]
             consistency = module.model_cfg["data_consistency"]  # as predict_volume
             return infer_volume(fn, x, known, mask, device=device, data_consistency=consistency, **settings)
 
