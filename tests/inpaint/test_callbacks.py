@@ -16,7 +16,6 @@ from lightning.pytorch.loggers import CSVLogger
 from inpaint.callbacks import SlicePanels, panel_image
 from inpaint.config import load
 from inpaint.constants import INPUT, KNOWN, MASK, TARGET
-from inpaint.figures import missing_slice
 from inpaint.fit import fit
 from tests.conftest import phantom, quick_overrides
 
@@ -34,12 +33,6 @@ def test_panel_has_a_column_per_volume_the_same_as_the_evaluate_figure():
     three = panel_image(batch, pred=batch[TARGET][0] * 0.5)
     assert two.dtype == np.uint8 and two.ndim == 3 and two.shape[2] == 3
     assert three.shape[0] == two.shape[0] and three.shape[1] > 1.2 * two.shape[1]  # a column for the prediction
-
-
-def test_the_axial_plane_is_a_mid_gap_missing_slice_inside_the_acquired_range():
-    line = np.zeros(40, dtype=bool)
-    line[3:34:5] = True  # acquired 3, 8, ..., 33: slices 34-39 lie beyond the last one
-    assert missing_slice(line, centre=30) in (30, 31) and missing_slice(line, centre=5) in (5, 6)
 
 
 def test_panels_use_the_validation_step_prediction_and_go_to_png_with_csv(tmp_path):
