@@ -275,7 +275,7 @@ def bench_training(name: str, kwargs: dict, perceptual: bool, args: argparse.Nam
     from torch.utils.flop_counter import FlopCounterMode
 
     from inpaint.perceptual import load_vgg19, perceptual_distance
-    from models import GENERATORS
+    from models import GENERATORS, acquired_grid
 
     device, p = args.device, args.patch
     torch.manual_seed(0)
@@ -284,7 +284,7 @@ def bench_training(name: str, kwargs: dict, perceptual: bool, args: argparse.Nam
         net.to(memory_format=torch.channels_last_3d)
     vgg = load_vgg19().to(device) if perceptual else None
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-4)
-    acquired = getattr(net, "grid", "full") == "acquired"
+    acquired = acquired_grid(net)
     k, r = args.patch_slices, ACQUIRED_INTERVAL
     x = torch.rand(args.batch, 1, p, p, k if acquired else p, device=device) * 2 - 1
     if args.channels_last:
@@ -370,7 +370,7 @@ def bench_inference(name: str, kwargs: dict, case: dict[str, Any], args: argpars
             calibrate(module.generator, case, args.patch)
     module.eval()
     x, known, mask = (case[k][None, None] for k in ("input", "known", "mask"))
-    acquired = getattr(module.generator, "grid", "full") == "acquired"
+    acquired = module.acquired_grid
     modes: list[tuple[str, dict[str, Any]]] = [("whole volume, no patches" if acquired else "exact paper grid (fuse)", {})]
     if acquired:
         modes.append(("in-plane tiles of 64 (the memory fallback)", {"tile": 64}))
@@ -548,7 +548,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
-    from models import GENERATORS
+    from models import GENERATORS, acquired_grid
 
     if args.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             if not trainable:
                 train.append({**row, "note": "not trained (no parameters)"})
                 break
-            if perceptual and getattr(GENERATORS.get(name), "grid", "full") == "acquired":
+            if perceptual and acquired_grid(name):
                 train.append({**row, "note": "no perceptual branch (trains on the acquired-slice grid)"})
                 break
             train.append({**row, **bench_training(name, args.kwargs[name], perceptual, args)})

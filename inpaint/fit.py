@@ -58,7 +58,7 @@ from inpaint.data.subjects import subject_name
 from inpaint.errors import report as report_error
 from inpaint.loggers import make_logger
 from inpaint.system import InpaintingModule
-from models import GENERATORS
+from models import acquired_grid
 from models.layers import BatchRenorm3d
 
 log = logging.getLogger("inpaint")
@@ -173,8 +173,7 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = run_directory(cfg, ckpt_path)
     os.environ[RUN_DIR_ENV] = str(run_dir)
-    acquired_grid = getattr(GENERATORS.get(cfg.generator.name), "grid", "full") == "acquired"
-    datamodule = InpaintDataModule(cfg.data, cfg.seed, acquired_grid)
+    datamodule = InpaintDataModule(cfg.data, cfg.seed, acquired_grid(cfg.generator.name))
     datamodule.prepare_data()
     datamodule.setup("fit")
     config = configuration.to_container(cfg)

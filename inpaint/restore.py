@@ -210,7 +210,7 @@ class Restorer:
 
     def padding(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """``F.pad`` widths (last axis first) that grow a (X, Y, Z) volume to the patch a full-resolution network needs."""
-        if getattr(self.method.generator, "grid", "full") == "acquired" or self.settings["tile"] is not None:
+        if self.method.acquired_grid or self.settings["tile"] is not None:
             return (0,) * 6
         grow = [max(0, self.settings["patch_size"] - n) for n in shape]
         return tuple(w for g in reversed(grow) for w in (g // 2, g - g // 2))

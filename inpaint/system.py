@@ -32,7 +32,7 @@ from inpaint.geometry import spacing_slice_last
 from inpaint.inference import infer_acquired, infer_volume
 from inpaint.metrics import volume_metrics
 from inpaint.restore import Restorer, degraded_from_mask
-from models import GENERATORS
+from models import GENERATORS, acquired_grid
 from models.fuse import fuse_for_inference
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
@@ -83,7 +83,7 @@ class InpaintingModule(L.LightningModule):
         self.inference_cfg = {**asdict(InferenceConfig()), **(inference or {})}
         kwargs = dict(generator)
         name = kwargs.pop("name")
-        self.acquired_grid = getattr(GENERATORS.get(name), "grid", "full") == "acquired"
+        self.acquired_grid = acquired_grid(name)
         if self.acquired_grid and (self.model_cfg["known_channel"] or self.model_cfg["residual"]):
             raise ValueError(f"generator {name!r} computes on the acquired slices and corrects linear interpolation by "
                              "construction; drop model.known_channel and model.residual")
@@ -154,9 +154,10 @@ class InpaintingModule(L.LightningModule):
         """L1 on the missing slices of acquired-grid patches (``inpaint.data.acquired``), normalised units.
 
         The mean over each patch's target slots, then over patches: a patch at interval 8 (7 missing slices
-        per gap) weighs as much as one at interval 2 (1). A patch has K acquired slices (B, 1, P, P, K) and gap targets (B, S, P, P, K); slot m of slice j is
-        a target when m < interval, j < K - 1 (the last slice's gap leaves the patch) and m >= 1, or m = 0
-        for thick slices (the acquired position is then predicted too).
+        per gap) weighs as much as one at interval 2 (1). A patch has K acquired slices (B, 1, P, P, K) and
+        gap targets (B, S, P, P, K); slot m of slice j is a target when m < interval, j < K - 1 (the last
+        slice's gap leaves the patch) and m >= 1, or m = 0 for thick slices (the acquired position is then
+        predicted too).
         """
         slices, gaps = batch[ACQUIRED][tio.DATA].float(), batch[GAPS][tio.DATA].float()
         if self.model_cfg["channels_last"]:

@@ -9,11 +9,19 @@ acquired slices only: ``forward(slices (B, 1, X, Y, K), gap (B,), t (B, S)) -> (
 the values at fractional positions ``t`` after each acquired slice. The others are full-resolution.
 """
 
+from torch import nn
+
 from models.registry import Registry
 
 GENERATORS = Registry("generator")
 
+
+def acquired_grid(generator: str | type[nn.Module] | nn.Module) -> bool:
+    """True for an acquired-slice generator (``grid = "acquired"``): a registry name, a class or an instance."""
+    target = GENERATORS.get(generator) if isinstance(generator, str) else generator
+    return getattr(target, "grid", "full") == "acquired"
+
 # Import every module so that its @GENERATORS.register decorators run.
 from models import dense_unet, linear, slice_resnet, unet3d  # noqa: E402,F401
 
-__all__ = ["GENERATORS", "Registry"]
+__all__ = ["GENERATORS", "Registry", "acquired_grid"]

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models import GENERATORS
+from models import GENERATORS, acquired_grid
 
 PAPER = ("dense_unet", "unet3d", "linear")  # every constructor default is the paper's setting
 DEFAULT_ROWS = (*PAPER, "slice_resnet")  # + the acquired-slice generator at its defaults (experiments/slice_resnet.yaml)
@@ -45,7 +45,7 @@ def measure(name: str, kwargs: dict[str, Any] | None = None, patch_size: int = 3
     kwargs = dict(kwargs or {})
     with torch.device("meta"):
         net = GENERATORS.build(name, **kwargs).eval()
-        acquired = getattr(net, "grid", "full") == "acquired"
+        acquired = acquired_grid(net)
         kept = patch_size // INTERVAL + 1
         x = torch.zeros(1, kwargs.get("in_channels", 1), patch_size, patch_size, kept if acquired else patch_size)
         with FlopCounterMode(display=False) as counter, torch.no_grad():

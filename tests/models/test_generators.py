@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import GENERATORS
+from models import GENERATORS, acquired_grid
 from models.dense_unet import DenseUNet, _DenseBlock
 from models.summary import main, measure
 from models.unet3d import UNet3D
@@ -19,7 +19,7 @@ SMALL = {
     "linear": {},
     "unet3d": {"features": (4, 8, 16, 32, 64)},
 }
-FULL = [name for name in GENERATORS.names() if getattr(GENERATORS.get(name), "grid", "full") == "full"]
+FULL = [name for name in GENERATORS.names() if not acquired_grid(name)]
 TRAINABLE = [name for name in FULL if name != "linear"]
 
 CASES = []
