@@ -34,7 +34,7 @@ from inpaint.data.subjects import VolumeFile, find_volumes, read_split_file
 from inpaint.data.transforms import brain_mask
 from inpaint.errors import report
 from inpaint.figures import box_plots, slice_panel
-from inpaint.geometry import slice_last_permutation
+from inpaint.geometry import slice_last_permutation, spacing_slice_last
 from inpaint.inference import patch_borders
 from inpaint.interpolate import METHODS
 from inpaint.metrics import seam_ratio, volume_metrics
@@ -114,12 +114,17 @@ def build_methods(args: argparse.Namespace) -> dict[str, Any]:
     return methods
 
 
+def trained_networks(methods: dict[str, Any]) -> dict[str, Restorer]:
+    """The methods that restore with a checkpoint (not classical fills, not saved predictions)."""
+    return {n: m for n, m in methods.items() if isinstance(m, Restorer) and not m.classical}
+
+
 def acquisition(args: argparse.Namespace, methods: dict[str, Any]) -> dict[str, Any]:
     """Interval, offset and thick slices of the degradation every method is scored on.
 
     A flag wins; else the value the checkpoints were trained with (they must agree); else the default.
     """
-    networks = {n: m for n, m in methods.items() if isinstance(m, Restorer) and not m.classical}
+    networks = trained_networks(methods)
     resolved = {}
     for key in ACQUISITION:
         given = getattr(args, key)
@@ -199,7 +204,7 @@ def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], setting: dict[
     degraded = degrade(reference, affine, setting["interval"], setting["offset"], source, setting["thick_slices"])
     network_mask = mask if volume.mask else None  # None: input > 0, never the missing reference slices
     spacing = [float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)]
-    slice_last = [spacing[a] for a in slice_last_permutation(degraded.axis)]
+    slice_last = spacing_slice_last(affine, degraded.axis)
     if scorer is not None and any(m not in skip for m in methods):
         scorer.start(volume.name, reference, mask, tuple(spacing))
     if panel is not None:
@@ -298,9 +303,9 @@ def run(args: argparse.Namespace, command: str) -> Path:
     rows = read_rows(out / "metrics.csv")
     record = json.loads((out / "settings.json").read_text()) if (out / "settings.json").exists() else {}
     record["commands"] = [*record.get("commands", []), command]  # a resumed run lists every invocation
-    record["restore"] = {n: m.settings for n, m in methods.items() if isinstance(m, Restorer) and not m.classical}
+    networks = trained_networks(methods)
+    record["restore"] = {n: m.settings for n, m in networks.items()}
     (out / "settings.json").write_text(json.dumps(record, indent=2))
-    networks = {n: m for n, m in methods.items() if isinstance(m, Restorer) and not m.classical}
     info = {"commands": record["commands"], "data": str(args.data), "subjects": len({r["subject"] for r in rows}), **settings,
             "checkpoints": {n: m.method.checkpoint_path for n, m in networks.items()},
             "restore": {n: m.describe() for n, m in networks.items()},
