@@ -4,10 +4,13 @@
     python -m inpaint.predict sparse_folder/ -o dense_folder/ --method cubic
     python -m inpaint.predict full.nii.gz -o restored.nii.gz --method linear --simulate --interval 5
 
-The output is float32 on the fine grid: the ``n`` acquired slices sit at indices ``0, N, 2N, ...``
-(``(n - 1) N + 1`` slices) and the affine is scaled along the slice axis only, so every acquired
-slice lies exactly where it was in world coordinates. A network restores with the settings stored in
-its checkpoint (``inpaint.restore``); the flags you pass override them, and the log says which were used.
+Any slice spacing s and in-plane spacing: the fill factor is ``N = round(s / t)`` for the output slice
+spacing t (``--target-spacing``, else the checkpoint's, else 1 mm). The output is float32, by default on
+the grid the checkpoint was trained at (slices at t), whose voxel 0 is the first acquired slice's first
+voxel in world coordinates; ``--grid isotropic`` puts every axis at t, ``--grid input`` keeps the input's in-plane spacing and writes the ``(n - 1) N + 1`` slices at ``s / N``
+with the ``n`` acquired slices at ``0, N, 2N, ...``, copied exactly (``inpaint.grid``). A network
+restores with the settings stored in its checkpoint (``inpaint.restore``); the flags you pass override
+them, and the log says which were used.
 """
 
 from __future__ import annotations
@@ -35,27 +38,13 @@ from inpaint.data.io import (
 from inpaint.data.transforms import brain_mask
 from inpaint.errors import EXIT_ERROR, report
 from inpaint.geometry import find_slice_axis, kept_indices, known_volume, spacing_slice_last
+from inpaint.grid import GRIDS, fill_factor, is_close, to_spacing
 from inpaint.interpolate import METHODS, sparse_to_dense
 from inpaint.metrics import volume_metrics
 from inpaint.restore import SHOWN, Restorer, add_arguments, check_settings, overrides, trained_intervals
 
 log = logging.getLogger("inpaint")
-SPACING_TOLERANCE = 0.02  # slice spacing / target spacing must be this close to an integer (relative)
 BORDER_NONZERO = 0.2  # warn about skull when this fraction of the in-plane border is nonzero
-
-
-def upsampling_factor(slice_spacing: float, target: float, source: str) -> int:
-    """N = slice spacing / target spacing, which must be within 2 % of an integer >= 2."""
-    ratio = slice_spacing / target
-    n = round(ratio)
-    if n < 1 or abs(ratio / n - 1) > SPACING_TOLERANCE:
-        raise InputError(f"{source}: slice spacing {slice_spacing:.4g} mm is not a whole multiple of the target "
-                         f"{target:.4g} mm (ratio {ratio:.3f}); pass --target-spacing {slice_spacing / max(n, 1):.4g} "
-                         "or another divisor of the slice spacing")
-    if n == 1:
-        raise InputError(f"{source}: slice spacing {slice_spacing:.4g} mm is already the target spacing; nothing to "
-                         "fill (use --simulate to degrade and restore a full volume)")
-    return n
 
 
 def check_skull(volume: torch.Tensor, restorer: Restorer, axis: int, source: str) -> None:
@@ -74,14 +63,54 @@ def check_skull(volume: torch.Tensor, restorer: Restorer, axis: int, source: str
                     source, 100 * fraction)
 
 
+def output_spacing(restorer: Restorer, args: argparse.Namespace) -> tuple[list[float] | None, float]:
+    """The output grid (``inpaint.grid``): in-plane spacing [a, b] in mm (None: the input's) and slice spacing t.
+
+    t is ``--target-spacing``, else the checkpoint's slice spacing, else 1 mm.
+    """
+    trained = restorer.info.get("spacing")
+    target = args.target_spacing or (trained or [1.0])[-1]
+    inplane = {"model": trained[:2] if trained else None, "isotropic": [target, target], "input": None}[args.grid]
+    return inplane, target
+
+
+def sparse_input(volume: torch.Tensor, affine: np.ndarray, restorer: Restorer, args: argparse.Namespace,
+                 source: str) -> tuple[Degraded, np.ndarray]:
+    """A sparse acquisition (X, Y, K) on the fill grid (``inpaint.grid``): its linear fill and that grid's affine."""
+    axis = find_slice_axis(affine, source)
+    inplane, target = output_spacing(restorer, args)
+    slice_spacing = spacing_slice_last(affine, axis)[2]
+    try:
+        n = fill_factor(slice_spacing, target)
+    except ValueError as error:
+        raise InputError(f"{source}: {error}") from None
+    if not is_close(slice_spacing / n, target):
+        log.info("%s: slice spacing %.4g mm = %d x %.4g mm: %d-fold fill%s", source, slice_spacing, n,
+                 slice_spacing / n, n, f", then resampled to {target:.4g} mm" if args.grid != "input" else "")
+    trained = [] if restorer.classical else trained_intervals(restorer.method)
+    if trained and n not in trained:
+        log.warning("%s: needs %d-fold upsampling; the checkpoint was trained at interval(s) %s", source, n,
+                    ", ".join(map(str, trained)))
+    if inplane:
+        volume, affine = to_spacing(volume, affine, dict(zip([a for a in range(3) if a != axis], inplane, strict=True)))
+    try:
+        dense = sparse_to_dense(volume, axis, n, "linear")
+    except ValueError as error:
+        raise InputError(f"{source}: {error}") from None
+    kept = kept_indices(dense.shape[axis], n)
+    fill_affine = np.array(affine, dtype=np.float64)
+    fill_affine[:3, axis] /= n
+    return Degraded(dense, known_volume(tuple(dense.shape), axis, kept).bool(), axis, kept, n, 0), fill_affine
+
+
 def predict_file(path: Path, output: Path, restorer: Restorer, args: argparse.Namespace) -> dict[str, float] | None:
     """Restore one file and write it (float32, atomically).
 
     Args:
         path: a sparse acquisition (or, with ``--simulate``, a full volume) of shape (X, Y, Z).
-        output: the NIfTI to write: (X, Y, (n - 1) N + 1) along the slice axis, or the input's grid with ``--simulate``.
+        output: the NIfTI to write: on the grid of ``--grid`` (``inpaint.grid``), or the input's with ``--simulate``.
         restorer: the method with its settings (``inpaint.restore.Restorer``).
-        args: the parsed command line (simulate, target_spacing, overwrite).
+        args: the parsed command line (simulate, target_spacing, grid, overwrite).
 
     Returns:
         With ``--simulate`` the PROTOCOL.md metrics against the input, else None.
@@ -90,28 +119,14 @@ def predict_file(path: Path, output: Path, restorer: Restorer, args: argparse.Na
     data, affine = read_volume(path)
     volume = data[0]
     if args.simulate:
-        degraded = restorer.degrade(volume, affine, source)
-        out_affine, mask = affine, None  # the network never sees the missing slices
+        degraded, grid_affine = restorer.degrade(volume, affine, source), affine
     else:
-        axis = find_slice_axis(affine, source)
-        slice_spacing = spacing_slice_last(affine, axis)[2]
-        n = upsampling_factor(slice_spacing, args.target_spacing or (restorer.info.get("spacing") or [1.0])[-1], source)
-        trained = [] if restorer.classical else trained_intervals(restorer.method)
-        if trained and n not in trained:
-            log.warning("%s: needs %d-fold upsampling; the checkpoint was trained at interval(s) %s", source, n,
-                        ", ".join(map(str, trained)))
-        try:
-            dense = sparse_to_dense(volume, axis, n, "linear")
-        except ValueError as error:
-            raise InputError(f"{source}: {error}") from None
-        kept = kept_indices(dense.shape[axis], n)
-        degraded = Degraded(dense, known_volume(tuple(dense.shape), axis, kept).bool(), axis, kept, n, 0)
-        out_affine = np.array(affine, dtype=np.float64)
-        out_affine[:3, axis] /= n
-        mask = None
+        degraded, grid_affine = sparse_input(volume, affine, restorer, args, source)
     check_skull(volume, restorer, degraded.axis, source)
-    filled = restorer(degraded, mask, spacing_slice_last(affine, degraded.axis), source)
-    write_volume(filled, out_affine, output, overwrite=args.overwrite, dtype=np.float32)
+    filled = restorer(degraded, None, spacing_slice_last(grid_affine, degraded.axis), source)
+    if not args.simulate and args.grid != "input":
+        filled, grid_affine = to_spacing(filled, grid_affine, {degraded.axis: output_spacing(restorer, args)[1]})
+    write_volume(filled, grid_affine, output, overwrite=args.overwrite, dtype=np.float32)
     if not args.simulate:
         return None
     return volume_metrics(filled, volume, brain_mask(volume, None, source), degraded.known)
@@ -124,15 +139,21 @@ def format_metrics(m: dict[str, float]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m inpaint.predict", description=__doc__.split("\nThe output")[0],
+        prog="python -m inpaint.predict", description=__doc__.split("\nAny slice spacing")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="The output is float32 (interpolated and predicted values are not integers); acquired slices are "
                "copied exactly. Errors are one line and exit with code 2; nothing is half-written.")
-    parser.add_argument("input", type=Path, help="sparse NIfTI (slice spacing a multiple of the target), or a folder of them")
+    parser.add_argument("input", type=Path, help="sparse NIfTI or MGZ (any slice and in-plane spacing), or a folder of them")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output file (a folder if INPUT is a folder)")
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--checkpoint", help="trained model: a .ckpt from python -m inpaint.fit, or 'pretrained'")
     how.add_argument("--method", choices=METHODS, help="classical fill along the slice axis")
-    parser.add_argument("--target-spacing", type=float, metavar="MM", help="output slice spacing in mm (default: the checkpoint's, else 1.0)")
+    parser.add_argument("--target-spacing", type=float, metavar="MM",
+                        help="output spacing t in mm; N = round(slice spacing / t) (default: the checkpoint's, else 1.0)")
+    parser.add_argument("--grid", choices=GRIDS,
+                        help="output grid of a sparse input: 'model', the checkpoint's trained voxel spacing with slices "
+                             "at t (default; a classical method keeps the input's in-plane spacing); 'isotropic' at t; "
+                             "'input', the input's in-plane spacing with slices at slice spacing / N (no resampling; "
+                             "acquired slices copied exactly)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where the network runs (default: cuda if available)")
@@ -192,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.simulate and (args.interval is not None or args.offset is not None or args.thick_slices is not None):
         parser.error("--interval/--offset/--thick-slices apply only with --simulate; for a sparse input N comes from "
                      "its slice spacing (see --target-spacing)")
+    if args.simulate and (args.grid or args.target_spacing):
+        parser.error("--grid/--target-spacing apply to sparse inputs; with --simulate the output is on the input's grid")
+    args.grid = args.grid or GRIDS[0]
     failed = 0
     try:
         check_options(args)

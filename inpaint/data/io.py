@@ -86,7 +86,7 @@ def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], Any])
 
 def write_volume(data: torch.Tensor | np.ndarray, affine: np.ndarray, path: str | Path, overwrite: bool = False,
                  dtype: np.dtype | type | None = None) -> Path:
-    """Write (X, Y, Z) or (1, X, Y, Z) data as NIfTI atomically; refuse to overwrite unless asked."""
+    """Write (X, Y, Z) or (1, X, Y, Z) data as NIfTI atomically (sform = qform = ``affine``, mm); refuse to overwrite unless asked."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite (or choose another output) to replace it")
@@ -98,4 +98,14 @@ def write_volume(data: torch.Tensor | np.ndarray, affine: np.ndarray, path: str 
             info = np.iinfo(dtype)
             array = np.clip(np.rint(array), info.min, info.max)
         array = array.astype(dtype)
-    return atomic_write(path, lambda tmp: nib.save(nib.Nifti1Image(array, affine), str(tmp)))
+    image = nib.Nifti1Image(array, affine)
+    set_header_geometry(image.header, np.asarray(affine, dtype=np.float64))
+    return atomic_write(path, lambda tmp: nib.save(image, str(tmp)))
+
+
+def set_header_geometry(header: nib.Nifti1Header, affine: np.ndarray) -> None:
+    """sform and qform both ``affine`` (code 1, scanner; the qform only if ``affine`` has no shear), units mm."""
+    header.set_sform(affine, code=1)
+    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    header.set_qform(affine, code=1 if np.allclose(columns.T @ columns, np.eye(3), atol=1e-5) else 0)
+    header.set_xyzt_units("mm", "sec")

@@ -63,7 +63,7 @@ def test_sparse_file_gives_the_protocol_fill_on_the_original_grid(tmp_path, caps
     volume = phantom()
     affine = LAS if axis == 2 else LAS[:, [2, 1, 0, 3]]  # axis 0 is S/I in the second case
     sparse = make_sparse(tmp_path / "sparse.nii.gz", volume, affine, axis)
-    code, out, _ = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", method)
+    code, out, _ = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", method, "--grid", "input")
     assert code == 0 and "wrote" in out
     image = nib.load(tmp_path / "dense.nii.gz")
     dense = np.asanyarray(image.dataobj)
@@ -85,14 +85,40 @@ def test_target_spacing_and_folder_mode(tmp_path, capsys):
     for i in range(2):
         make_sparse(inputs / f"s{i}.nii.gz", phantom(seed=i), LAS, 2, interval=4)  # 4 mm slices
     write_nifti(inputs / "s0_mask.nii.gz", np.ones((4, 4, 4), np.float32))  # masks are skipped
-    code, _, _ = run(capsys, inputs, "-o", tmp_path / "out", "--method", "linear", "--target-spacing", "2")
+    code, _, _ = run(capsys, inputs, "-o", tmp_path / "out", "--method", "linear", "--target-spacing", "2",
+                     "--grid", "isotropic")
     assert code == 0
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["s0.nii.gz", "s1.nii.gz"]
-    image = nib.load(tmp_path / "out" / "s0.nii.gz")
-    assert image.shape[2] == (9 - 1) * 2 + 1 and np.allclose(image.header.get_zooms(), (0.9, 0.9, 2.0))
-    code, _, err = run(capsys, inputs, "-o", tmp_path / "out", "--method", "linear", "--target-spacing", "2")
+    image = nib.load(tmp_path / "out" / "s0.nii.gz")  # isotropic 2 mm: in-plane 0.9 -> 2 mm, slices 4 mm -> 2-fold fill
+    assert image.shape == (18, 20, (9 - 1) * 2 + 1) and np.allclose(image.header.get_zooms(), (2.0, 2.0, 2.0))
+    code, _, err = run(capsys, inputs, "-o", tmp_path / "out", "--method", "linear", "--target-spacing", "2",
+                       "--grid", "isotropic")
     assert_one_line_error(code, err, "exists", "--overwrite")
+
+
+def test_any_slice_spacing_gives_an_isotropic_grid_with_the_acquired_slices_in_place(tmp_path, capsys, caplog):
+    volume = phantom()
+    affine = np.diag([-1.0, 1.0, 4.4, 1.0])  # 4.4 mm slices (4 mm + 0.4 mm gap), LAS
+    affine[:3, 3] = [80, -100, -60]
+    sparse = write_nifti(tmp_path / "sparse.nii.gz", volume[:, :, :8], affine)
+    with caplog.at_level(logging.INFO, logger="inpaint"):
+        code, _, err = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", "linear")
+    assert code == 0, err
+    assert "4.4 mm = 4 x 1.1 mm: 4-fold fill, then resampled to 1 mm" in caplog.text
+    image = nib.load(tmp_path / "dense.nii.gz")
+    assert np.allclose(image.header.get_zooms(), 1.0) and image.shape == (40, 44, 31)  # 7 x 4.4 = 30.8 mm
+    assert image.header.get_xyzt_units() == ("mm", "sec") and image.header["qform_code"] == 1
+    np.testing.assert_allclose(image.header.get_qform(), image.header.get_sform(), atol=1e-5)
+    np.testing.assert_allclose(image.affine @ [0, 0, 0, 1], affine @ [0, 0, 0, 1], atol=1e-6)  # voxel 0 kept
+    dense, first, second = image.get_fdata(), volume[:, :, 0], volume[:, :, 1]
+    np.testing.assert_allclose(dense[:, :, 0], first, atol=1e-3)  # the first acquired slice, exact
+    np.testing.assert_allclose(dense[:, :, 3], first + (second - first) * 3 / 4.4, atol=1e-2)  # 3 mm into the gap
+    code, _, err = run(capsys, sparse, "-o", tmp_path / "input_grid.nii.gz", "--method", "linear", "--grid", "input")
+    assert code == 0, err
+    image = nib.load(tmp_path / "input_grid.nii.gz")
+    assert image.shape == (40, 44, 29) and np.allclose(image.header.get_zooms(), (1.0, 1.0, 1.1))
+    np.testing.assert_allclose(image.get_fdata()[:, :, ::4], volume[:, :, :8], atol=1e-3)
 
 
 def test_folder_mode_writes_the_good_files_and_reports_the_bad_one(tmp_path, capsys):
@@ -136,12 +162,16 @@ def test_checkpoint_resamples_in_plane_and_warns_about_skull(tmp_path, capsys, c
     sparse = make_sparse(tmp_path / "sparse.nii.gz", volume, np.diag([2.0, 2.0, 1.0, 1.0]), 2)
     with caplog.at_level(logging.INFO, logger="inpaint"):
         code, _, _ = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--checkpoint", tiny_checkpoint,
-                         "--data-consistency", "on")
+                         "--data-consistency", "on", "--grid", "input")
     assert code == 0
     assert "resampling [24, 26] -> [48, 52]" in caplog.text and "skull-strip" in caplog.text
     dense = nib.load(tmp_path / "dense.nii.gz").get_fdata()
     assert dense.shape == (24, 26, 36)
     np.testing.assert_allclose(dense[:, :, ::5], nib.load(sparse).get_fdata(), atol=1e-3)
+    code, _, err = run(capsys, sparse, "-o", tmp_path / "model_grid.nii.gz", "--checkpoint", tiny_checkpoint)
+    assert code == 0, err  # the default grid is the checkpoint's (1 mm): in-plane resampled before the fill
+    image = nib.load(tmp_path / "model_grid.nii.gz")
+    assert image.shape == (47, 51, 36) and np.allclose(image.header.get_zooms(), 1.0)
 
 
 def oblique(path: Path) -> Path:
@@ -167,8 +197,8 @@ BAD_INPUTS = {
     "4d": (lambda p: write_nifti(p, np.stack([phantom()] * 2, -1)), "expected one 3D volume"),
     "nan": (nan_volume, "NaN"),
     "one slice": (lambda p: write_nifti(p, phantom()[:, :, :1], np.diag([1.0, 1.0, 5.0, 1.0])), "holds a single slice"),
-    "spacing": (lambda p: write_nifti(p, phantom()[:, :, ::5], np.diag([1.0, 1.0, 4.5, 1.0])), "--target-spacing"),
-    "dense": (lambda p: write_nifti(p, phantom(), np.eye(4)), "already the target spacing"),
+    "spacing": (lambda p: write_nifti(p, phantom()[:, :, ::5], np.diag([1.0, 1.0, 1.4, 1.0])), "--target-spacing"),
+    "dense": (lambda p: write_nifti(p, phantom(), np.eye(4)), "nothing to fill"),
     "oblique": (oblique, "oblique"),
     "unreadable": (unreadable, "cannot read"),
     "missing": (lambda p: p, "no such file"),
