@@ -42,6 +42,7 @@ from inpaint.reporting import read_rows, summary_markdown
 from inpaint.restore import ACQUISITION, Restorer, add_arguments, check_settings, defaults, overrides
 from inpaint.segment import COLUMNS as SEGMENT_COLUMNS
 from inpaint.segment import TissueScorer, require_ants
+from inpaint.skull import head_signs
 
 log = logging.getLogger("inpaint")
 COLUMNS = ["subject", "method", "psnr", "ssim", "hfen", "psnr_missing", "seam", "seconds"]
@@ -205,6 +206,10 @@ def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], setting: dict[
     network_mask = mask if volume.mask else None  # None: input > 0, never the missing reference slices
     spacing = [float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)]
     slice_last = spacing_slice_last(affine, degraded.axis)
+    signs = [] if volume.mask else head_signs(reference.permute(*slice_last_permutation(degraded.axis)), slice_last)
+    if signs:
+        log.warning("%s: looks like a whole head (%s) and has no mask: the metrics cover the head; give a brain mask "
+                    "named like %s_mask.nii.gz beside it", source, "; ".join(signs), volume.name)
     if scorer is not None and any(m not in skip for m in methods):
         scorer.start(volume.name, reference, mask, tuple(spacing))
     if panel is not None:

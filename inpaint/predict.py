@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -37,30 +38,31 @@ from inpaint.data.io import (
 )
 from inpaint.data.transforms import brain_mask
 from inpaint.errors import EXIT_ERROR, report
-from inpaint.geometry import find_slice_axis, kept_indices, known_volume, spacing_slice_last
+from inpaint.geometry import (
+    find_slice_axis,
+    kept_indices,
+    known_volume,
+    slice_last_permutation,
+    spacing_slice_last,
+)
 from inpaint.grid import GRIDS, fill_factor, is_close, to_spacing
 from inpaint.interpolate import METHODS, sparse_to_dense
 from inpaint.metrics import volume_metrics
 from inpaint.restore import SHOWN, Restorer, add_arguments, check_settings, overrides, trained_intervals
+from inpaint.skull import head_signs
 
 log = logging.getLogger("inpaint")
-BORDER_NONZERO = 0.2  # warn about skull when this fraction of the in-plane border is nonzero
 
 
-def check_skull(volume: torch.Tensor, restorer: Restorer, axis: int, source: str) -> None:
-    """Warn if the checkpoint learnt skull-stripped brains and this volume's in-plane border is mostly nonzero."""
+def check_skull(volume: torch.Tensor, restorer: Restorer, affine: np.ndarray, axis: int, source: str) -> None:
+    """Warn if the checkpoint learnt skull-stripped brains and this volume looks like a whole head (``inpaint.skull``)."""
     if not restorer.info.get("skull_stripped"):
         return
-    border = torch.zeros(volume.shape, dtype=torch.bool)
-    for a in (a for a in range(3) if a != axis):
-        width = max(2, volume.shape[a] // 20)
-        edges = torch.cat([torch.arange(width), torch.arange(volume.shape[a] - width, volume.shape[a])])
-        border.index_fill_(a, edges, True)
-    fraction = float((volume[border] != 0).float().mean())
-    if fraction > BORDER_NONZERO:
-        log.warning("%s: %.0f%% of the voxels near the in-plane border are nonzero, but the checkpoint was trained "
-                    "on skull-stripped brains; skull-strip the input (e.g. SynthStrip, HD-BET) for reliable output",
-                    source, 100 * fraction)
+    signs = head_signs(volume.permute(*slice_last_permutation(axis)), spacing_slice_last(affine, axis))
+    if signs:
+        log.warning("%s: looks like a whole head (%s), but the checkpoint was trained on skull-stripped brains; pass "
+                    "--mask BRAIN_MASK (the network fills the brain, linear the rest) or skull-strip the input (e.g. "
+                    "SynthStrip, HD-BET)", source, "; ".join(signs))
 
 
 def output_spacing(restorer: Restorer, args: argparse.Namespace) -> tuple[list[float] | None, float]:
@@ -74,9 +76,9 @@ def output_spacing(restorer: Restorer, args: argparse.Namespace) -> tuple[list[f
     return inplane, target
 
 
-def sparse_input(volume: torch.Tensor, affine: np.ndarray, restorer: Restorer, args: argparse.Namespace,
-                 source: str) -> tuple[Degraded, np.ndarray]:
-    """A sparse acquisition (X, Y, K) on the fill grid (``inpaint.grid``): its linear fill and that grid's affine."""
+def sparse_input(volume: torch.Tensor, mask: torch.Tensor | None, affine: np.ndarray, restorer: Restorer,
+                 args: argparse.Namespace, source: str) -> tuple[Degraded, torch.Tensor | None, np.ndarray]:
+    """A sparse acquisition (X, Y, K) on the fill grid (``inpaint.grid``): its linear fill, its brain mask's, the grid's affine."""
     axis = find_slice_axis(affine, source)
     inplane, target = output_spacing(restorer, args)
     slice_spacing = spacing_slice_last(affine, axis)[2]
@@ -92,15 +94,43 @@ def sparse_input(volume: torch.Tensor, affine: np.ndarray, restorer: Restorer, a
         log.warning("%s: needs %d-fold upsampling; the checkpoint was trained at interval(s) %s", source, n,
                     ", ".join(map(str, trained)))
     if inplane:
-        volume, affine = to_spacing(volume, affine, dict(zip([a for a in range(3) if a != axis], inplane, strict=True)))
+        spacings = dict(zip([a for a in range(3) if a != axis], inplane, strict=True))
+        mask = None if mask is None else to_spacing(mask.float(), affine, spacings)[0] > 0.5
+        volume, affine = to_spacing(volume, affine, spacings)
     try:
         dense = sparse_to_dense(volume, axis, n, "linear")
     except ValueError as error:
         raise InputError(f"{source}: {error}") from None
+    dense_mask = None if mask is None else sparse_to_dense(mask.float(), axis, n, "linear") > 0.5
     kept = kept_indices(dense.shape[axis], n)
     fill_affine = np.array(affine, dtype=np.float64)
     fill_affine[:3, axis] /= n
-    return Degraded(dense, known_volume(tuple(dense.shape), axis, kept).bool(), axis, kept, n, 0), fill_affine
+    degraded = Degraded(dense, known_volume(tuple(dense.shape), axis, kept).bool(), axis, kept, n, 0)
+    return degraded, dense_mask, fill_affine
+
+
+def check_mask_grid(mask: Path, image: Path) -> None:
+    """The mask file exists and has the image's shape (headers only: before any work)."""
+    if not mask.is_file():
+        raise InputError(f"{mask}: no such mask file; give the brain mask of {image.name} (or leave out --mask)")
+    try:
+        shapes = [nib.load(str(p)).shape for p in (mask, image)]
+    except Exception:  # unreadable files are reported by read_volume, with their cause
+        return
+    if shapes[0] != shapes[1]:
+        raise InputError(f"{mask}: mask shape {shapes[0]} != {image} shape {shapes[1]}; give the brain mask on the "
+                         "input's grid")
+
+
+def read_mask(path: Path, volume: torch.Tensor, source: str) -> torch.Tensor:
+    """A brain mask file on the input's grid -> (X, Y, Z) bool; one-line InputError otherwise."""
+    mask = read_volume(path)[0][0]
+    if mask.shape != volume.shape:
+        raise InputError(f"{path}: mask shape {tuple(mask.shape)} != {source} shape {tuple(volume.shape)}; give the "
+                         "brain mask on the input's grid")
+    if not (mask > 0).any():
+        raise InputError(f"{path}: the mask is empty; give a brain mask with brain voxels > 0")
+    return mask > 0
 
 
 def predict_file(path: Path, output: Path, restorer: Restorer, args: argparse.Namespace) -> dict[str, float] | None:
@@ -118,18 +148,20 @@ def predict_file(path: Path, output: Path, restorer: Restorer, args: argparse.Na
     source = str(path)
     data, affine = read_volume(path)
     volume = data[0]
+    mask = read_mask(args.mask, volume, source) if args.mask else None
     if args.simulate:
-        degraded, grid_affine = restorer.degrade(volume, affine, source), affine
+        degraded, grid_mask, grid_affine = restorer.degrade(volume, affine, source), mask, affine
     else:
-        degraded, grid_affine = sparse_input(volume, affine, restorer, args, source)
-    check_skull(volume, restorer, degraded.axis, source)
-    filled = restorer(degraded, None, spacing_slice_last(grid_affine, degraded.axis), source)
+        degraded, grid_mask, grid_affine = sparse_input(volume, mask, affine, restorer, args, source)
+    if mask is None:
+        check_skull(volume, restorer, affine, degraded.axis, source)
+    filled = restorer(degraded, grid_mask, spacing_slice_last(grid_affine, degraded.axis), source)
     if not args.simulate and args.grid != "input":
         filled, grid_affine = to_spacing(filled, grid_affine, {degraded.axis: output_spacing(restorer, args)[1]})
     write_volume(filled, grid_affine, output, overwrite=args.overwrite, dtype=np.float32)
     if not args.simulate:
         return None
-    return volume_metrics(filled, volume, brain_mask(volume, None, source), degraded.known)
+    return volume_metrics(filled, volume, brain_mask(volume, mask, source), degraded.known)
 
 
 def format_metrics(m: dict[str, float]) -> str:
@@ -154,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "at t (default; a classical method keeps the input's in-plane spacing); 'isotropic' at t; "
                              "'input', the input's in-plane spacing with slices at slice spacing / N (no resampling; "
                              "acquired slices copied exactly)")
+    parser.add_argument("--mask", type=Path, metavar="FILE",
+                        help="brain mask on the input's grid (one input file): the network sees and fills the brain, "
+                             "linear interpolation the rest; metrics of --simulate in it")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where the network runs (default: cuda if available)")
@@ -216,10 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.simulate and (args.grid or args.target_spacing):
         parser.error("--grid/--target-spacing apply to sparse inputs; with --simulate the output is on the input's grid")
     args.grid = args.grid or GRIDS[0]
+    if args.mask and args.input.is_dir():
+        parser.error("--mask goes with one input file; for a folder, predict each file with its own mask")
     failed = 0
     try:
         check_options(args)
         pairs = jobs(args)
+        if args.mask:
+            check_mask_grid(args.mask, args.input)
         restorer = Restorer(args.method or load_module(args.checkpoint, args.device), overrides(args))
         shown = SHOWN if args.simulate else ("overlap", "aggregation", "data_consistency")  # else N: the file's spacing
         log.info("restoring with %s", restorer.describe(shown))

@@ -171,8 +171,9 @@ class Restorer:
 
         Args:
             degraded: the linearly filled input with its acquired-slice mask.
-            mask: brain mask for the network (scale voxels, patches to run); None = ``input > 0`` (the
-                missing reference slices are never looked at).
+            mask: brain mask: the network sees the input inside it (background outside) and its output is
+                kept inside it, linear interpolation outside; None = ``input > 0``, the network's output
+                everywhere (the missing reference slices are never looked at).
             spacing: voxel spacing ``[a, b, slice]`` in mm, slice axis last (None: no resampling).
             source: file name for error messages.
         """
@@ -183,10 +184,13 @@ class Restorer:
                 return fill_missing(degraded.input, degraded.axis, degraded.kept, self.method)
             except ValueError as error:
                 raise InputError(f"{source}: {error}") from None
+        stripped = mask is not None  # a given brain mask: the network sees the brain only, linear fills the rest
         mask = degraded.input > 0 if mask is None else mask
         scale = acquired_scale(degraded.input, degraded.known, mask, source)
         perm = slice_last_permutation(degraded.axis)
         x, known, brain = (t.permute(*perm) for t in (normalise(degraded.input, scale), degraded.known, mask))
+        if stripped:
+            x = torch.where(brain, x, normalise(torch.zeros(()), scale).to(x.dtype))
         size = self.inplane_size(tuple(x.shape), spacing, source)
         if size is not None:
             x, known, brain = _resize(x, size, "trilinear"), _resize(known, size, "nearest"), _resize(brain, size, "nearest")
@@ -204,6 +208,8 @@ class Restorer:
         if size is not None:
             pred = _resize(pred, list(degraded.input.permute(*perm).shape[:2]), "trilinear")
         out = denormalise(pred.double(), scale).float().permute(*np.argsort(perm).tolist()).contiguous()
+        if stripped:
+            out = torch.where(mask, out, degraded.input)
         if self.settings["data_consistency"]:  # once, exact in input units, after any resampling
             out[degraded.known] = degraded.input[degraded.known]
         return out

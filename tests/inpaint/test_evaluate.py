@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,16 @@ def test_mask_file_is_used(tmp_path, capsys):
     degraded = degrade(torch.from_numpy(volume), np.eye(4))
     expected = volume_metrics(degraded.input, torch.from_numpy(volume), torch.from_numpy(mask) > 0, degraded.known)
     assert float(rows(tmp_path / "eval")[0]["psnr"]) == pytest.approx(expected["psnr"], rel=1e-6)
+
+
+def test_a_whole_head_without_a_mask_is_warned_about(tmp_path, capsys, caplog):
+    volume = phantom(seed=2) + np.random.default_rng(0).uniform(10, 30, (40, 44, 36)).astype(np.float32)
+    write_nifti(tmp_path / "data" / "sub-08_T1w.nii.gz", volume)
+    with caplog.at_level(logging.WARNING, logger="inpaint"):
+        code, _, err = evaluate(capsys, "--data", tmp_path / "data", "--methods", "linear", "--out", tmp_path / "eval",
+                                "--no-figures")
+    assert code == 0, err
+    assert "looks like a whole head" in caplog.text and "sub-08_mask.nii.gz" in caplog.text
 
 
 def test_checkpoint_and_saved_predictions(tiny_root, tmp_path, capsys, tiny_checkpoint):

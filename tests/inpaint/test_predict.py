@@ -9,10 +9,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from inpaint.config import load
 from inpaint.geometry import kept_indices
-from inpaint.interpolate import fill_missing
+from inpaint.interpolate import fill_missing, sparse_to_dense
 from inpaint.predict import main
 from tests.conftest import phantom, quick_overrides, write_nifti
 
@@ -121,6 +122,46 @@ def test_any_slice_spacing_gives_an_isotropic_grid_with_the_acquired_slices_in_p
     np.testing.assert_allclose(image.get_fdata()[:, :, ::4], volume[:, :, :8], atol=1e-3)
 
 
+def head(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """A phantom brain inside a bright scalp and a noisy background, and its brain mask."""
+    brain = phantom(seed=seed)
+    volume = brain.copy()
+    outside = brain == 0
+    volume[outside] = np.random.default_rng(seed).uniform(20, 60, int(outside.sum()))
+    volume[2:-2, 2:-2][outside[2:-2, 2:-2]] += 700  # "scalp": bright, all around the brain
+    return volume, (brain > 0).astype(np.float32)
+
+
+def test_mask_lets_the_network_fill_the_brain_and_linear_the_rest(tmp_path, capsys, caplog, tiny_checkpoint):
+    volume, brain = head()
+    sparse = make_sparse(tmp_path / "head.nii.gz", volume, np.eye(4), 2)
+    mask = make_sparse(tmp_path / "head_mask.nii.gz", brain, np.eye(4), 2)
+    stripped = make_sparse(tmp_path / "stripped.nii.gz", volume * brain, np.eye(4), 2)
+    with caplog.at_level(logging.WARNING, logger="inpaint"):
+        code, _, err = run(capsys, sparse, "-o", tmp_path / "out_masked.nii.gz", "--checkpoint", tiny_checkpoint,
+                           "--mask", mask)
+    assert code == 0, err
+    assert "whole head" not in caplog.text  # the mask answers the skull question
+    runs = {"network": [stripped, "--checkpoint", tiny_checkpoint], "head": [sparse, "--checkpoint", tiny_checkpoint],
+            "linear": [sparse, "--method", "linear"]}
+    for name, args in runs.items():
+        assert run(capsys, args[0], "-o", tmp_path / f"out_{name}.nii.gz", *args[1:])[0] == 0
+    masked, network, unmasked, linear = (nib.load(tmp_path / f"out_{name}.nii.gz").get_fdata()
+                                         for name in ("masked", "network", "head", "linear"))
+    inside = sparse_to_dense(torch.from_numpy(brain[:, :, ::5]), 2, 5).numpy() > 0.5  # the mask on the fill grid
+    np.testing.assert_allclose(masked[~inside], linear[~inside], atol=1e-3)  # linear outside the brain
+    core = ndimage.binary_erosion(inside, iterations=3)  # inside: the network, as on the skull-stripped file
+    assert np.abs(masked - network)[core].mean() < 0.2 * np.abs(unmasked - network)[core].mean()
+    assert np.abs(masked - linear)[core].mean() > 1.0
+
+
+def test_a_whole_head_is_warned_about(tmp_path, capsys, caplog, tiny_checkpoint):
+    sparse = make_sparse(tmp_path / "head.nii.gz", head()[0], np.eye(4), 2)
+    with caplog.at_level(logging.WARNING, logger="inpaint"):
+        assert run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--checkpoint", tiny_checkpoint)[0] == 0
+    assert "looks like a whole head" in caplog.text and "--mask" in caplog.text
+
+
 def test_folder_mode_writes_the_good_files_and_reports_the_bad_one(tmp_path, capsys):
     inputs = tmp_path / "in"
     make_sparse(inputs / "good.nii.gz", phantom(), LAS, 2)
@@ -218,6 +259,7 @@ BAD_OPTIONS = {  # each a one-line error before any file is read or any inferenc
     "interval 0": (["--simulate", "--interval", "0"], "--interval 0"),
     "offset": (["--simulate", "--interval", "5", "--offset", "5"], "--offset 5"),
     "target spacing 0": (["--target-spacing", "0"], "--target-spacing 0"),
+    "mask on another grid": (["--mask", "{tmp}/small_mask.nii.gz"], "mask shape"),
     "odd overlap": (["--overlap", "7"], "--overlap 7"),
     "output without a NIfTI name": (["-o", "{tmp}/out.png"], "name the output .nii.gz"),
 }
@@ -226,6 +268,7 @@ BAD_OPTIONS = {  # each a one-line error before any file is read or any inferenc
 @pytest.mark.parametrize("case", list(BAD_OPTIONS))
 def test_bad_options_are_one_line_errors_before_any_work(tmp_path, capsys, monkeypatch, case):
     sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(), LAS, 2)
+    write_nifti(tmp_path / "small_mask.nii.gz", np.ones((4, 4, 4), np.float32))
     monkeypatch.setattr("inpaint.predict.predict_file", lambda *a: pytest.fail("no work should start"))
     extra, needle = BAD_OPTIONS[case]
     extra = [e.format(tmp=tmp_path) for e in extra]
