@@ -187,8 +187,9 @@ def file_order_borders(shape: tuple[int, ...], axis: int, restorer: Restorer) ->
 
 
 def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], setting: dict[str, Any], skip: set[str],
-                     panel: dict[str, Any] | None = None, scorer: Any = None) -> Iterator[dict[str, Any]]:
-    """Fill and score one subject with every method not in ``skip``: yields one metrics row per method.
+                     panel: dict[str, Any] | None = None, scorer: Any = None) -> Iterator[dict[str, Any] | None]:
+    """Fill and score one subject with every method not in ``skip``: yields one metrics row per method (None
+    for a method in ``skip`` filled again for the panel).
 
     Args:
         volume: the reference volume (and mask).
@@ -227,7 +228,9 @@ def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], setting: dict[
             borders = file_order_borders(tuple(reference.shape), degraded.axis, method)
         if panel is not None:
             panel["predictions"][name] = filled
-        if name not in skip:
+        if name in skip:
+            yield None  # recomputed for the panel only (a resumed run): progress, no row
+        else:
             seam = seam_ratio(filled, mask, borders or file_order_borders(tuple(reference.shape), degraded.axis,
                                                                           methods["linear"]))
             yield {"subject": volume.name, "method": name, **volume_metrics(filled, reference, mask, degraded.known),
@@ -288,7 +291,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
     if args.panel_subject and panel_name not in {v.name for v in volumes}:
         raise InputError(f"--panel-subject {panel_name!r} is not among the evaluated subjects")
     out = Path(args.out)
-    todo = sum((v.name, m) not in done for v in volumes for m in methods)
+    todo = sum((v.name, m) not in done or (v.name == panel_name and not args.no_figures)  # the panel's predictions
+               for v in volumes for m in methods)
     panel: dict[str, Any] = {}
     with (out / "metrics.csv").open("a", newline="") as handle, tqdm(total=todo, unit="row", desc="evaluate") as bar:
         writer = csv.DictWriter(handle, columns)
@@ -300,8 +304,9 @@ def run(args: argparse.Namespace, command: str) -> Path:
             bar.set_postfix_str(volume.name)
             try:
                 for row in evaluate_subject(volume, methods, setting, skip, panel if keep else None, scorer):
-                    writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
-                    handle.flush()
+                    if row is not None:
+                        writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
+                        handle.flush()
                     bar.update()
             except (InputError, ValueError, RuntimeError) as error:
                 raise SubjectError(f"{volume.name} ({volume.image}): {error}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -118,6 +119,16 @@ def lattice_count(volume: VolumeFile, patch_size: int, stride: int | None) -> in
     return max(1, int(lattice_mask(mask, patch_size, stride).sum()))
 
 
+def check_volumes(volumes: list[VolumeFile]) -> None:
+    """Read every volume and mask once (3D, finite: ``read_volume``'s one-line errors) before training starts."""
+    started = time.perf_counter()
+    for volume in volumes:
+        for path in (volume.image, volume.mask):
+            if path is not None:
+                read_volume(path)
+    log.info("checked %d volumes (readable, 3D, finite) in %.0f s", len(volumes), time.perf_counter() - started)
+
+
 class InpaintDataModule(L.LightningDataModule):
     """Subjects from ``data.root`` (or the bundled demo), degraded on the fly, patches from a TorchIO Queue.
 
@@ -158,6 +169,8 @@ class InpaintDataModule(L.LightningDataModule):
         if self.cfg.max_val_subjects is not None:
             self.splits["val"] = self.splits["val"][: self.cfg.max_val_subjects]
         log.info("subjects: %s", ", ".join(f"{k} {len(v)}" for k, v in self.splits.items()))
+        if stage == "fit":
+            check_volumes(self.splits["train"] + self.splits["val"])
 
     def base_transforms(self, training: bool) -> list[tio.Transform]:
         """Mask + degradation; training adds normalisation and the slice axis last (validation volumes stay in

@@ -81,6 +81,13 @@ def test_existing_output_resume_and_overwrite(tiny_root, tmp_path, capsys):
     assert "not meaningful" in (out / "summary.md").read_text() or "cubic" not in (out / "summary.md").read_text()
 
 
+def test_resume_shows_progress_while_it_recomputes_the_panel(tiny_root, tmp_path, capsys):
+    base = ["--data", tiny_root, "--subjects", "sub-01", "--out", tmp_path / "eval", "--methods", "linear,cubic"]
+    assert evaluate(capsys, *base)[0] == 0
+    code, _, err = evaluate(capsys, *base, "--resume")  # every row is there: only the panel's 2 fills are redone
+    assert code == 0 and "2/2" in err and (tmp_path / "eval" / "figures" / "panel_sub-01.png").is_file()
+
+
 def test_a_failing_subject_keeps_earlier_rows_and_is_named(tmp_path, capsys):
     data = tmp_path / "data"
     write_nifti(data / "sub-01_T1w.nii.gz", phantom(seed=1))

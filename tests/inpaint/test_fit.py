@@ -7,12 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from inpaint.config import ConfigError, experiment_names, load
 from inpaint.fit import fit, main
-from tests.conftest import quick_overrides
+from tests.conftest import phantom, quick_overrides, write_nifti
 
 # Shrunk widths so a paper-sized experiment costs a second, not half a minute, on 2 cores.
 SHRINK = {"dense_unet": ["generator.features=4", "generator.layers_per_block=2"],
@@ -100,6 +101,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error:") and "unknown config key 'data.bogus'" in err and "\n" not in err
     assert main(["experiment=linear", f"data.root={tmp_path}"]) == 2
     assert "no NIfTI volumes found" in capsys.readouterr().err
+
+
+def test_a_nan_volume_is_a_one_line_error_before_the_run_folder(tmp_path, capsys):
+    for i in range(4):
+        volume = phantom(seed=i)
+        volume[5, 5, 5] = np.nan if i == 2 else volume[5, 5, 5]
+        write_nifti(tmp_path / "data" / f"sub-{i:02d}_T1w.nii.gz", volume)
+    assert main(["experiment=debug", f"data.root={tmp_path / 'data'}", "data.val_fraction=0.25",
+                 "data.test_fraction=0", f"output_dir={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "sub-02_T1w.nii.gz" in err and "NaN" in err and "\n" not in err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_module_entry_point(tmp_path):
