@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -38,6 +37,9 @@ from inpaint.geometry import slice_last_permutation, spacing_slice_last
 from inpaint.inference import patch_borders
 from inpaint.interpolate import METHODS
 from inpaint.metrics import seam_ratio, volume_metrics
+from inpaint.morphometry import COLUMNS as MORPHOMETRY_COLUMNS
+from inpaint.morphometry import MorphometryScorer
+from inpaint.morphometry_report import morphometry_figures, morphometry_markdown, regional_agreement
 from inpaint.reporting import read_rows, summary_markdown
 from inpaint.restore import ACQUISITION, Restorer, add_arguments, check_settings, defaults, overrides
 from inpaint.segment import COLUMNS as SEGMENT_COLUMNS
@@ -46,7 +48,7 @@ from inpaint.skull import head_signs
 
 log = logging.getLogger("inpaint")
 COLUMNS = ["subject", "method", "psnr", "ssim", "hfen", "psnr_missing", "seam", "seconds"]
-SETTINGS = ("interval", "offset", "overlap", "aggregation", "segment", "thick_slices", "data_consistency")
+SETTINGS = ("interval", "offset", "overlap", "aggregation", "segment", "morphometry", "thick_slices", "data_consistency")
 
 
 class SubjectError(InputError):
@@ -187,7 +189,7 @@ def file_order_borders(shape: tuple[int, ...], axis: int, restorer: Restorer) ->
 
 
 def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], setting: dict[str, Any], skip: set[str],
-                     panel: dict[str, Any] | None = None, scorer: Any = None) -> Iterator[dict[str, Any] | None]:
+                     panel: dict[str, Any] | None = None, scorers: tuple[Any, ...] = ()) -> Iterator[dict[str, Any] | None]:
     """Fill and score one subject with every method not in ``skip``: yields one metrics row per method (None
     for a method in ``skip`` filled again for the panel).
 
@@ -197,7 +199,7 @@ def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], setting: dict[
         setting: the degradation (:func:`acquisition`).
         skip: methods whose rows exist already.
         panel: if given, filled with this subject's volumes and every method's prediction (for the slice panel).
-        scorer: a ``TissueScorer`` (``--segment``) or None.
+        scorers: ``TissueScorer`` (``--segment``) and/or ``MorphometryScorer`` (``--morphometry``): more columns.
     """
     source = str(volume.image)
     data, affine = read_volume(volume.image)
@@ -205,14 +207,14 @@ def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], setting: dict[
     mask = brain_mask(reference, read_volume(volume.mask)[0][0] if volume.mask else None, source)
     degraded = degrade(reference, affine, setting["interval"], setting["offset"], source, setting["thick_slices"])
     network_mask = mask if volume.mask else None  # None: input > 0, never the missing reference slices
-    spacing = [float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)]
     slice_last = spacing_slice_last(affine, degraded.axis)
     signs = [] if volume.mask else head_signs(reference.permute(*slice_last_permutation(degraded.axis)), slice_last)
     if signs:
         log.warning("%s: looks like a whole head (%s) and has no mask: the metrics cover the head; give a brain mask "
                     "named like %s_mask.nii.gz beside it", source, "; ".join(signs), volume.name)
-    if scorer is not None and any(m not in skip for m in methods):
-        scorer.start(volume.name, reference, mask, tuple(spacing))
+    if any(m not in skip for m in methods):
+        for scorer in scorers:
+            scorer.start(volume.name, reference, mask, affine)
     if panel is not None:
         panel.update({"reference": reference, "mask": mask, "known": degraded.known, "affine": affine,
                       "subject": volume.name, "predictions": {}})
@@ -234,7 +236,7 @@ def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], setting: dict[
             seam = seam_ratio(filled, mask, borders or file_order_borders(tuple(reference.shape), degraded.axis,
                                                                           methods["linear"]))
             yield {"subject": volume.name, "method": name, **volume_metrics(filled, reference, mask, degraded.known),
-                   "seam": seam, "seconds": seconds, **(scorer.score(filled) if scorer is not None else {})}
+                   "seam": seam, "seconds": seconds, **{k: v for scorer in scorers for k, v in scorer.score(filled, name).items()}}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     parser.add_argument("--segment", action="store_true",
                         help="also GM/WM/CSF Dice and volumes with ANTsPy Atropos (pip install -e .[segment]; slow)")
+    parser.add_argument("--morphometry", action="store_true",
+                        help="also regional GM volume and cortical thickness (AAL2, the paper's 8 regions), tissue Dice "
+                             "with template priors, GM maps in MNI (pip install -e .[segment]; slow: a registration per subject, a "
+                             "segmentation and a thickness map per volume)")
     return parser
 
 
@@ -282,11 +288,13 @@ def run(args: argparse.Namespace, command: str) -> Path:
     setting = acquisition(args, methods)
     check_settings(setting)
     settings = {**{k: getattr(args, k) for k in SETTINGS}, **setting}
-    if args.segment:
+    if args.segment or args.morphometry:
         require_ants()  # fail before any work
-    columns = COLUMNS + (SEGMENT_COLUMNS if args.segment else [])
+    columns = COLUMNS + (SEGMENT_COLUMNS if args.segment else []) + (MORPHOMETRY_COLUMNS if args.morphometry else [])
     done = prepare_outdir(args, settings, columns)
     scorer = TissueScorer(Path(args.out), fresh=not args.resume) if args.segment else None
+    scorers = tuple(s for s in (scorer, MorphometryScorer(Path(args.out), fresh=not args.resume)
+                                if args.morphometry else None) if s is not None)
     panel_name = args.panel_subject or volumes[0].name
     if args.panel_subject and panel_name not in {v.name for v in volumes}:
         raise InputError(f"--panel-subject {panel_name!r} is not among the evaluated subjects")
@@ -303,7 +311,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
                 continue
             bar.set_postfix_str(volume.name)
             try:
-                for row in evaluate_subject(volume, methods, setting, skip, panel if keep else None, scorer):
+                for row in evaluate_subject(volume, methods, setting, skip, panel if keep else None, scorers):
                     if row is not None:
                         writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
                         handle.flush()
@@ -321,7 +329,14 @@ def run(args: argparse.Namespace, command: str) -> Path:
             "restore": {n: m.describe() for n, m in networks.items()},
             "predictions": dict(named(args.prediction, "--prediction")), "device": args.device}
     segments = scorer.reference_rows() if scorer is not None else None
-    (out / "summary.md").write_text(summary_markdown(rows, list(methods), info, segments))
+    summary = summary_markdown(rows, list(methods), info, segments)
+    if args.morphometry:
+        references = read_rows(out / "morphometry" / "reference.csv")
+        table = regional_agreement(rows, references, list(methods))
+        summary += "\n".join(morphometry_markdown(table, references, list(methods))) + "\n"
+        if not args.no_figures:
+            morphometry_figures(table, rows, references, list(methods), out)
+    (out / "summary.md").write_text(summary)
     if not args.no_figures:
         figures = out / "figures"
         box_plots(rows, list(methods), figures, f"; interval {setting['interval']}, offset {setting['offset']}")

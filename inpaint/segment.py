@@ -76,8 +76,9 @@ class TissueScorer:
             self.done = {row["subject"] for row in csv.DictReader(handle)}
         self.labels: np.ndarray | None = None
 
-    def start(self, subject: str, reference: torch.Tensor, mask: torch.Tensor, spacing: tuple[float, ...]) -> None:
+    def start(self, subject: str, reference: torch.Tensor, mask: torch.Tensor, affine: np.ndarray) -> None:
         """Segment the reference of ``subject`` (and record the ceiling the first time)."""
+        spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
         self.mask, self.spacing = mask, spacing
         self.voxel_ml = float(np.prod(spacing)) / 1000.0
         self.labels = segment(reference, mask, spacing)
@@ -91,7 +92,7 @@ class TissueScorer:
                 {k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
         self.done.add(subject)
 
-    def score(self, filled: torch.Tensor) -> dict[str, float]:
+    def score(self, filled: torch.Tensor, method: str = "") -> dict[str, float]:
         """Dice and tissue volumes of one method's fill of the subject given to :meth:`start`."""
         if self.labels is None:
             raise RuntimeError("TissueScorer.score before start")

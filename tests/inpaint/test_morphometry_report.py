@@ -1,0 +1,71 @@
+"""inpaint.morphometry_report: regional agreement, the summary section and the voxel-wise maps (no ANTs needed)."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from inpaint.morphometry import REFERENCE_COLUMNS, REGION_NAMES, REGIONS
+from inpaint.morphometry_report import (
+    morphometry_figures,
+    morphometry_markdown,
+    regional_agreement,
+    voxelwise_maps,
+)
+
+SUBJECTS = [f"sub-{i:02d}" for i in range(5)]
+
+
+def tables() -> tuple[list[dict], list[dict]]:
+    """References with per-subject values; 'plus' = reference + 1 everywhere, 'noise' = uncorrelated."""
+    rng = np.random.default_rng(0)
+    references, rows = [], []
+    for subject in SUBJECTS:
+        values = {f"{n}_{q}": float(rng.uniform(2, 10)) for n in REGION_NAMES for q in ("gm_ml", "thickness_mm")}
+        references.append({"subject": subject, **values, **{k: 0.9 for k in REFERENCE_COLUMNS if "ceiling" in k}})
+        rows.append({"subject": subject, "method": "plus", **{k: v + 1 for k, v in values.items()}})
+        rows.append({"subject": subject, "method": "noise", **{k: float(rng.uniform(2, 10)) for k in values}})
+    return rows, references
+
+
+def test_a_shifted_method_has_r_1_and_its_shift_as_bias():
+    rows, references = tables()
+    table = regional_agreement(rows, references, ["plus", "noise"])
+    assert len(table) == 2 * len(REGIONS) * 2
+    for row in (t for t in table if t["method"] == "plus"):
+        assert row["n"] == 2 * len(SUBJECTS) and row["r"] == pytest.approx(1.0) and row["bias"] == pytest.approx(1.0)
+    assert all(abs(t["r"]) < 0.95 for t in table if t["method"] == "noise")
+    lines = morphometry_markdown(table, references, ["plus", "noise"])
+    assert any(line.startswith("| hippocampus | 1.000 / +1.000") for line in lines)
+    assert any("Dice ceiling" in line for line in lines)
+
+
+def test_voxelwise_maps_are_the_mean_paired_difference_and_its_t(tmp_path):
+    folder = tmp_path / "morphometry"
+    (folder / "gm_mni").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    shifts = [0.1, 0.2, 0.3]
+    for subject, shift in zip(SUBJECTS, shifts, strict=False):
+        reference = rng.uniform(0, 1, (6, 7, 8)).astype(np.float32)
+        for name, data in (("reference", reference), ("m", reference + shift)):
+            nib.save(nib.Nifti1Image(data, np.eye(4)), str(folder / "gm_mni" / f"{subject}_{name}.nii.gz"))
+    mean, t, affine = voxelwise_maps(folder, SUBJECTS[:3], "m")
+    np.testing.assert_allclose(mean, 0.2, atol=1e-5)
+    np.testing.assert_allclose(t, 0.2 / (0.1 / np.sqrt(3)), rtol=1e-3)
+    np.testing.assert_allclose(affine, np.eye(4))
+
+
+def test_figures_are_written(tmp_path):
+    rows, references = tables()
+    (tmp_path / "morphometry" / "gm_mni").mkdir(parents=True)
+    for subject in SUBJECTS:
+        for name in ("reference", "plus", "noise"):
+            data = np.random.default_rng(len(name)).uniform(0, 1, (10, 12, 9)).astype(np.float32)
+            nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "morphometry" / "gm_mni" / f"{subject}_{name}.nii.gz"))
+    table = regional_agreement(rows, references, ["plus", "noise"])
+    written = morphometry_figures(table, rows, references, ["plus", "noise"], tmp_path)
+    assert [p.name for p in written] == ["morphometry_gm_ml.png", "morphometry_thickness_mm.png",
+                                         "morphometry_voxelwise.png"]
+    assert all(p.stat().st_size > 10_000 for p in written)
+    assert (tmp_path / "morphometry" / "voxelwise_plus.nii.gz").is_file()
