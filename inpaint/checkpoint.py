@@ -1,6 +1,6 @@
-"""Load a trained generator from a checkpoint (a path, or ``pretrained``) with one-line errors.
+"""Load a trained generator from a checkpoint (a path, or a committed model's name) with one-line errors.
 
-    module = load_module("pretrained")              # the committed model (inpaint/assets/pretrained)
+    module = load_module("pretrained")              # the recommended committed model (inpaint/assets/pretrained)
     module = load_module("runs/x/checkpoints/best.ckpt", device="cuda")
 
 The one loader of predict, evaluate, export and the bench; a :class:`inpaint.restore.Restorer` built
@@ -18,16 +18,28 @@ from inpaint.data.io import InputError
 from inpaint.system import InpaintingModule
 
 PRETRAINED = Path(__file__).resolve().parent / "assets" / "pretrained"
-DEFAULT_PRETRAINED = "dense_unet.ckpt"
+# --checkpoint NAME -> the committed file in PRETRAINED; its model card is the file's stem + .md beside it.
+PRETRAINED_MODELS = {
+    "pretrained": "dense_unet.ckpt",  # the recommended model
+    "pretrained-dense-unet": "dense_unet.ckpt",  # the small DenseUNet of the paper's design (docs/results.md)
+}
 
 
-def pretrained_path() -> Path:
-    """The committed model file that ``pretrained`` names."""
-    found = sorted(PRETRAINED.glob("*.ckpt"), key=lambda p: p.name != DEFAULT_PRETRAINED)
-    if not found:
+def pretrained_path(name: str = "pretrained") -> Path:
+    """The committed model file that ``name`` (a key of ``PRETRAINED_MODELS``) names."""
+    if name not in PRETRAINED_MODELS:
+        raise InputError(f"--checkpoint {name}: no such pretrained model; choose one of {', '.join(PRETRAINED_MODELS)} "
+                         "or give a checkpoint path")
+    path = PRETRAINED / PRETRAINED_MODELS[name]
+    if not path.is_file():
         raise InputError(f"no pretrained model in {PRETRAINED} (installed without package data?); reinstall "
                          "inpaint or pass a checkpoint path, e.g. runs/dense_unet/<run>/checkpoints/best.ckpt")
-    return found[0]
+    return path
+
+
+def model_card(name: str = "pretrained") -> Path:
+    """The model card (Markdown) of a pretrained model."""
+    return PRETRAINED / (Path(PRETRAINED_MODELS[name]).stem + ".md")
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -47,10 +59,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_module(spec: str, device: str | torch.device = "cpu") -> InpaintingModule:
-    """An ``InpaintingModule`` in eval mode from a checkpoint path (or ``pretrained``), with one-line errors."""
+    """An ``InpaintingModule`` in eval mode from a checkpoint path (or a ``PRETRAINED_MODELS`` name), with one-line errors."""
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available to this torch build; use --device cpu")
-    path = pretrained_path() if spec == "pretrained" else Path(spec)
+    path = pretrained_path(spec) if spec.startswith("pretrained") and not Path(spec).exists() else Path(spec)
     checkpoint = read_checkpoint(path)
     try:
         module = InpaintingModule.load_from_checkpoint(path, map_location=torch.device(device))

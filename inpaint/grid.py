@@ -1,18 +1,15 @@
 """Output grids for sparse acquisitions of any slice and in-plane spacing (``inpaint.predict``).
 
 A sparse scan has in-plane spacing (a, b) and slice spacing s (slice thickness + gap). A generator
-fills ``N - 1`` slices per gap, ``N = round(s / t)`` for the output slice spacing t, so the filled volume
-has slice spacing ``s / N`` and the acquired slices at indices ``0, N, 2N, ...``. The output grid is
+fills ``N - 1`` slices per gap, ``N = round(s / t)`` for the output spacing t, so the filled volume has
+slice spacing ``s / N`` and the acquired slices at indices ``0, N, 2N, ...`` (the network resamples
+in-plane to the spacing it was trained at and back, ``inpaint.restore``). The output grid is
 
-- ``model`` (default): the voxel spacing the checkpoint was trained at (ds002748: 0.87 x 0.87 x 1 mm;
-  a classical method: the input's in-plane spacing) with slices at t;
-- ``isotropic``: every axis at t;
+- ``isotropic`` (default): every axis resampled to t after the fill (the slice axis only when ``s / t``
+  is more than 2 % away from N, e.g. 4.4 mm slices: 4-fold fill at 1.1 mm, then 1.1 -> 1 mm; in-plane
+  axes only when more than 2 % away from t);
 - ``input``: the input's in-plane spacing and slice spacing ``s / N``: no resampling of the output;
   acquired slices are output slices, copied exactly.
-
-In-plane axes are resampled *before* the fill (the network then sees the spacing it was trained at);
-the slice axis after it, from ``s / N`` to t, only when ``s / t`` is more than 2 % away from N (e.g.
-4.4 mm slices: 4-fold fill at 1.1 mm, then 1.1 -> 1 mm). Axes within 2 % of their target are kept.
 
 Resampling keeps voxel 0 where it is in world coordinates (the first acquired slice stays slice 0), the
 axis directions, and the field of view from the first to the last voxel centre; it is linear, after a
@@ -27,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-GRIDS = ("model", "isotropic", "input")
+GRIDS = ("isotropic", "input")
 RATIO_TOLERANCE = 0.02  # a spacing ratio this close (relative) to an integer counts as that integer
 
 

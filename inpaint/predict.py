@@ -4,11 +4,11 @@
     python -m inpaint.predict sparse_folder/ -o dense_folder/ --method cubic
     python -m inpaint.predict full.nii.gz -o restored.nii.gz --method linear --simulate --interval 5
 
-Any slice spacing s and in-plane spacing: the fill factor is ``N = round(s / t)`` for the output slice
-spacing t (``--target-spacing``, else the checkpoint's, else 1 mm). The output is float32, by default on
-the grid the checkpoint was trained at (slices at t), whose voxel 0 is the first acquired slice's first
-voxel in world coordinates; ``--grid isotropic`` puts every axis at t, ``--grid input`` keeps the input's in-plane spacing and writes the ``(n - 1) N + 1`` slices at ``s / N``
-with the ``n`` acquired slices at ``0, N, 2N, ...``, copied exactly (``inpaint.grid``). A network
+Any slice spacing s and in-plane spacing: the fill factor is ``N = round(s / t)`` for the output
+spacing t (``--target-spacing``, else the checkpoint's slice spacing, else 1 mm). The output is float32,
+by default isotropic at t, with voxel 0 at the first acquired slice's first voxel in world
+coordinates; ``--grid input`` keeps the input's in-plane spacing and writes the ``(n - 1) N + 1``
+slices at ``s / N`` with the ``n`` acquired slices at ``0, N, 2N, ...``, copied exactly (``inpaint.grid``). A network
 restores with the settings stored in its checkpoint (``inpaint.restore``); the flags you pass override
 them, and the log says which were used.
 """
@@ -65,22 +65,16 @@ def check_skull(volume: torch.Tensor, restorer: Restorer, affine: np.ndarray, ax
                     "SynthStrip, HD-BET)", source, "; ".join(signs))
 
 
-def output_spacing(restorer: Restorer, args: argparse.Namespace) -> tuple[list[float] | None, float]:
-    """The output grid (``inpaint.grid``): in-plane spacing [a, b] in mm (None: the input's) and slice spacing t.
-
-    t is ``--target-spacing``, else the checkpoint's slice spacing, else 1 mm.
-    """
-    trained = restorer.info.get("spacing")
-    target = args.target_spacing or (trained or [1.0])[-1]
-    inplane = {"model": trained[:2] if trained else None, "isotropic": [target, target], "input": None}[args.grid]
-    return inplane, target
+def output_spacing(restorer: Restorer, args: argparse.Namespace) -> float:
+    """The output spacing t in mm: ``--target-spacing``, else the checkpoint's slice spacing, else 1 mm."""
+    return args.target_spacing or (restorer.info.get("spacing") or [1.0])[-1]
 
 
 def sparse_input(volume: torch.Tensor, mask: torch.Tensor | None, affine: np.ndarray, restorer: Restorer,
                  args: argparse.Namespace, source: str) -> tuple[Degraded, torch.Tensor | None, np.ndarray]:
-    """A sparse acquisition (X, Y, K) on the fill grid (``inpaint.grid``): its linear fill, its brain mask's, the grid's affine."""
+    """A sparse acquisition (X, Y, K) on the fill grid: its linear fill, its brain mask's, the fill grid's affine."""
     axis = find_slice_axis(affine, source)
-    inplane, target = output_spacing(restorer, args)
+    target = output_spacing(restorer, args)
     slice_spacing = spacing_slice_last(affine, axis)[2]
     try:
         n = fill_factor(slice_spacing, target)
@@ -88,15 +82,11 @@ def sparse_input(volume: torch.Tensor, mask: torch.Tensor | None, affine: np.nda
         raise InputError(f"{source}: {error}") from None
     if not is_close(slice_spacing / n, target):
         log.info("%s: slice spacing %.4g mm = %d x %.4g mm: %d-fold fill%s", source, slice_spacing, n,
-                 slice_spacing / n, n, f", then resampled to {target:.4g} mm" if args.grid != "input" else "")
+                 slice_spacing / n, n, f", then resampled to {target:.4g} mm" if args.grid == "isotropic" else "")
     trained = [] if restorer.classical else trained_intervals(restorer.method)
     if trained and n not in trained:
         log.warning("%s: needs %d-fold upsampling; the checkpoint was trained at interval(s) %s", source, n,
                     ", ".join(map(str, trained)))
-    if inplane:
-        spacings = dict(zip([a for a in range(3) if a != axis], inplane, strict=True))
-        mask = None if mask is None else to_spacing(mask.float(), affine, spacings)[0] > 0.5
-        volume, affine = to_spacing(volume, affine, spacings)
     try:
         dense = sparse_to_dense(volume, axis, n, "linear")
     except ValueError as error:
@@ -156,8 +146,8 @@ def predict_file(path: Path, output: Path, restorer: Restorer, args: argparse.Na
     if mask is None:
         check_skull(volume, restorer, affine, degraded.axis, source)
     filled = restorer(degraded, grid_mask, spacing_slice_last(grid_affine, degraded.axis), source)
-    if not args.simulate and args.grid != "input":
-        filled, grid_affine = to_spacing(filled, grid_affine, {degraded.axis: output_spacing(restorer, args)[1]})
+    if not args.simulate and args.grid == "isotropic":
+        filled, grid_affine = to_spacing(filled, grid_affine, dict.fromkeys(range(3), output_spacing(restorer, args)))
     write_volume(filled, grid_affine, output, overwrite=args.overwrite, dtype=np.float32)
     if not args.simulate:
         return None
@@ -182,10 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target-spacing", type=float, metavar="MM",
                         help="output spacing t in mm; N = round(slice spacing / t) (default: the checkpoint's, else 1.0)")
     parser.add_argument("--grid", choices=GRIDS,
-                        help="output grid of a sparse input: 'model', the checkpoint's trained voxel spacing with slices "
-                             "at t (default; a classical method keeps the input's in-plane spacing); 'isotropic' at t; "
-                             "'input', the input's in-plane spacing with slices at slice spacing / N (no resampling; "
-                             "acquired slices copied exactly)")
+                        help="output grid of a sparse input: 'isotropic' at t (default), or 'input', the input's "
+                             "in-plane spacing with slices at slice spacing / N (no resampling; acquired slices copied "
+                             "exactly)")
     parser.add_argument("--mask", type=Path, metavar="FILE",
                         help="brain mask on the input's grid (one input file): the network sees and fills the brain, "
                              "linear interpolation the rest; metrics of --simulate in it")

@@ -314,6 +314,8 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path, capsys, monkeypatch, tiny
     for checkpoint, needle in cases.items():
         code, _, err = run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--checkpoint", checkpoint)
         assert_one_line_error(code, err, needle, checkpoint.name)
+    code, _, err = run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--checkpoint", "pretrained-nope")
+    assert_one_line_error(code, err, "no such pretrained model", "pretrained-dense-unet")
     monkeypatch.setattr("inpaint.checkpoint.PRETRAINED", tmp_path / "no_models")  # an install without package data
     code, _, err = run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--checkpoint", "pretrained")
     assert_one_line_error(code, err, "no pretrained model in", "reinstall inpaint or pass a checkpoint path")
@@ -326,7 +328,7 @@ def test_real_sparse_acquisition_matches_the_protocol_linear_fill(shared_data, t
     volume = np.asanyarray(image.dataobj)
     sparse = make_sparse(tmp_path / "sub-02_sparse.nii.gz", volume, image.affine, 2)
     assert nib.load(sparse).header.get_zooms()[2] == pytest.approx(5.0)
-    code, _, err = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", "linear")
+    code, _, err = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", "linear", "--grid", "input")
     assert code == 0, err
     dense = nib.load(tmp_path / "dense.nii.gz")
     expected = fill_missing(torch.from_numpy(volume.astype(np.float32)), 2, kept_indices(volume.shape[2], 5)).numpy()

@@ -1,4 +1,4 @@
-"""The committed pretrained DenseUNet: small, loadable by name, described by its card, better than linear."""
+"""The committed pretrained models: small, loadable by name, described by their cards, better than linear."""
 
 from __future__ import annotations
 
@@ -7,22 +7,26 @@ import re
 import nibabel as nib
 import numpy as np
 
-from inpaint.checkpoint import PRETRAINED, load_module
+from inpaint.checkpoint import PRETRAINED, PRETRAINED_MODELS, load_module, model_card
 from inpaint.evaluate import main as evaluate
 from inpaint.predict import main as predict
 from inpaint.restore import Restorer
 from tests.conftest import phantom
 from tests.inpaint.test_predict import make_sparse
 
-CARD = PRETRAINED / "MODEL_CARD.md"
+
+def test_every_pretrained_name_has_its_file_and_card():
+    for name, file in PRETRAINED_MODELS.items():
+        assert (PRETRAINED / file).stat().st_size < 20 * 2**20, name
+        assert model_card(name).is_file(), name
+    assert set(p.name for p in PRETRAINED.glob("*.ckpt")) == set(PRETRAINED_MODELS.values())  # nothing unnamed
 
 
-def test_pretrained_file_is_small_and_its_card_matches_it():
+def test_the_dense_unet_card_matches_its_file():
     path = PRETRAINED / "dense_unet.ckpt"
-    assert path.stat().st_size < 20 * 2**20
-    module = load_module("pretrained")
+    module = load_module("pretrained-dense-unet")
     assert module.checkpoint_path == str(path) and module.hparams.generator["name"] == "dense_unet"
-    card = CARD.read_text()
+    card = model_card("pretrained-dense-unet").read_text()
     parameters = sum(p.numel() for p in module.generator.parameters())
     assert f"{parameters:,}" in card, "the card's parameter count is not the model's"
     info = Restorer(module).info
