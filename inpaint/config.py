@@ -147,6 +147,7 @@ class Config:
     output_dir: str = "runs"  # a run writes to output_dir/experiment/TIMESTAMP (see run_dir)
     run_dir: str | None = None  # write to this folder as is (torchrun/SLURM/multi-node: give every process the same)
     ckpt_path: str | None = None  # resume from this checkpoint
+    init_from: str | None = None  # start from this checkpoint's generator weights (a path or a pretrained name): fine-tuning
     resume: bool = False  # resume from the newest last.ckpt of this experiment
 
 

@@ -52,6 +52,7 @@ from inpaint.callbacks import (
     ValidationHistory,
     WorkMeter,
 )
+from inpaint.checkpoint import load_module
 from inpaint.data.io import atomic_write
 from inpaint.data.module import InpaintDataModule
 from inpaint.data.subjects import subject_name
@@ -164,6 +165,17 @@ def warn_batch_renorm_sync(cfg: DictConfig, module: InpaintingModule) -> None:
                     "running statistics are rank 0's (broadcast by DDP)", cfg.generator.name, cfg.data.batch_size)
 
 
+def initialise(module: InpaintingModule, spec: str) -> None:
+    """Copy the generator weights of checkpoint ``spec`` (a path or a pretrained name) into ``module`` (fine-tuning)."""
+    source = load_module(spec)
+    try:
+        module.generator.load_state_dict({k: v.float() for k, v in source.generator.state_dict().items()})
+    except RuntimeError as error:
+        raise configuration.ConfigError(f"init_from={spec}: its generator does not fit this experiment's "
+                          f"({' '.join(str(error).split())[:160]}); give a checkpoint of the same generator") from None
+    log.info("generator weights from %s (init_from; optimiser and schedule start afresh)", source.checkpoint_path)
+
+
 def fit(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment; returns the run folder, checkpoint paths and the final validation metrics."""
     ckpt_path = Path(cfg.ckpt_path) if cfg.ckpt_path else (find_last_checkpoint(cfg) if cfg.resume else None)
@@ -180,6 +192,8 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     module = InpaintingModule(generator=config["generator"], model=config["model"], loss=config["loss"],
                               optim=config["optim"], inference=config["inference"], config=config,
                               data_info=data_info(datamodule))
+    if cfg.init_from and ckpt_path is None:
+        initialise(module, cfg.init_from)
     train = module.trainable and cfg.train
     trainer = build_trainer(cfg, run_dir, config, train, resumed=ckpt_path is not None)
     if trainer.is_global_zero:

@@ -6,7 +6,8 @@
 #
 # Environment: PY (python, default .venv/bin/python), SEGMENT_PY (python with antspyx, default
 # .venv-segment/bin/python), DATA (default ../shared/data/ds002748), RUNS (training runs, default
-# runs/ds002748_cpu), CAMPAIGN (the slice_resnet campaign's run folder, default runs/slice_resnet/campaign),
+# runs/ds002748_cpu), CAMPAIGN (the slice_resnet campaign's run folder, default runs/slice_resnet/campaign), THICK
+# (the thick-slice model's, default runs/slice_resnet/thick),
 # EVAL (evaluation folders, default eval-out/ds002748_cpu). Each training
 # stage uses one torch thread (OMP_NUM_THREADS=1) so two stages can run side by side on 2 cores.
 set -euo pipefail
@@ -17,6 +18,7 @@ DATA=${DATA:-../shared/data/ds002748}
 RUNS=${RUNS:-runs/ds002748_cpu}
 EVAL=${EVAL:-eval-out/ds002748_cpu}
 CAMPAIGN=${CAMPAIGN:-runs/slice_resnet/campaign}
+THICK=${THICK:-runs/slice_resnet/thick}
 SPLIT=experiments/splits/ds002748.tsv
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
@@ -84,6 +86,26 @@ case ${1:-help} in
         $PY -m inpaint.export "$(best dense_unet)" -o inpaint/assets/pretrained/dense_unet.ckpt --overwrite ;;
     eval_pretrained)  # the committed file itself (fp16) on the test split: the model card's numbers
         evaluate pretrained "$PY" --methods linear --no-figures --checkpoint dense_unet=pretrained ;;
+    train_slice_resnet_thick)  # the thick-slice model: fine-tuned from the thin campaign's best (2 threads); resumes
+        last="$THICK/checkpoints/last.ckpt"
+        OMP_NUM_THREADS=2 $PY -m inpaint.fit experiment=slice_resnet_thick data.root="$DATA" data.split="$SPLIT" \
+            trainer.enable_progress_bar=false run_dir="$THICK" init_from="$CAMPAIGN/checkpoints/best.ckpt" \
+            $([[ -f $last ]] && echo "ckpt_path=$last") ;;
+    export_slice_resnet)  # the committed models: the campaigns' best checkpoints, fp16 weights + settings only
+        $PY -m inpaint.export "$CAMPAIGN/checkpoints/best.ckpt" -o inpaint/assets/pretrained/slice_resnet.ckpt --overwrite
+        if [[ -f $THICK/checkpoints/best.ckpt ]]; then
+            $PY -m inpaint.export "$THICK/checkpoints/best.ckpt" -o inpaint/assets/pretrained/slice_resnet_thick.ckpt \
+                --overwrite
+        fi ;;
+    eval_slice_resnet_intervals)  # the committed any-interval model at intervals 2-8, thin and thick slices
+        for n in 2 3 4 5 6 7 8; do
+            evaluate "slice_resnet_$n" "$PY" --methods linear,cubic --no-figures --interval "$n" \
+                --checkpoint slice_resnet=pretrained-slice-resnet
+            if [[ -f inpaint/assets/pretrained/slice_resnet_thick.ckpt ]]; then
+                evaluate "slice_resnet_thick_$n" "$PY" --methods linear --no-figures --interval "$n" --thick-slices \
+                    --checkpoint slice_resnet_thick=pretrained-thick --checkpoint slice_resnet=pretrained-slice-resnet
+            fi
+        done ;;
     eval_slice_resnet)  # the campaign's best checkpoint (by val PSNR at interval 5) on the test split, interval 5
         evaluate slice_resnet "$PY" --methods linear --checkpoint slice_resnet="$CAMPAIGN/checkpoints/best.ckpt" ;;
     curve_slice_resnet)  # docs/figures/learning_curve.png: its validation gain against patches and CPU-hours

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from inpaint.checkpoint import load_module
 from inpaint.config import ConfigError, experiment_names, load
 from inpaint.fit import fit, main
 from tests.conftest import phantom, quick_overrides, write_nifti
@@ -93,6 +94,19 @@ def test_resume_true_finds_the_last_checkpoint(tiny_root, tmp_path):
     first = fit(train_cfg(tiny_root, tmp_path, "trainer.max_epochs=1"))
     again = fit(train_cfg(tiny_root, tmp_path, "resume=true"))
     assert again["run_dir"] == first["run_dir"]
+
+
+def test_init_from_copies_generator_weights_and_refuses_another_generator(tiny_root, tmp_path):
+    first = fit(train_cfg(tiny_root, tmp_path / "a", "trainer.max_epochs=1"))
+    source = load_module(first["best_checkpoint"])
+    cfg = train_cfg(tiny_root, tmp_path / "b", f"init_from={first['best_checkpoint']}", "optim.lr=0",
+                    "trainer.max_epochs=1")
+    second = load_module(fit(cfg)["best_checkpoint"])  # lr 0: the weights it started from (norm statistics move)
+    for (name, a), b in zip(source.generator.named_parameters(), second.generator.parameters(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    other = load("slice_resnet", [*quick_overrides(tiny_root, tmp_path / "c"), f"init_from={first['best_checkpoint']}"])
+    with pytest.raises(ConfigError, match="init_from=.*does not fit"):
+        fit(other)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
