@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from inpaint.metrics import psnr
@@ -282,6 +283,9 @@ def bench_training(name: str, kwargs: dict, perceptual: bool, args: argparse.Nam
     net = GENERATORS.build(name, **kwargs).to(device).train()
     if args.channels_last:
         net.to(memory_format=torch.channels_last_3d)
+    counted = net  # FLOPs are counted on the eager module
+    if args.compile:
+        net = torch.compile(net)
     vgg = load_vgg19().to(device) if perceptual else None
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-4)
     acquired = acquired_grid(net)
@@ -294,12 +298,12 @@ def bench_training(name: str, kwargs: dict, perceptual: bool, args: argparse.Nam
     target = (torch.rand(args.batch, 1, p, p, k, r - 1, device=device) if acquired else x + 0.1 * torch.randn_like(x)).clamp(-1, 1)
     voxels = p * p * ((k - 1) * r if acquired else p)  # output voxels per patch (an acquired patch spans k - 1 gaps)
 
-    def generate() -> torch.Tensor:
-        return net(x, gap, t) if acquired else net(x)
+    def generate(model: torch.nn.Module = net) -> torch.Tensor:
+        return model(x, gap, t) if acquired else model(x)
 
-    def step() -> None:
+    def step(model: torch.nn.Module = net) -> None:
         with autocast(device, args.cpu_bf16):
-            pred = generate().float()
+            pred = generate(model).float()
             loss = F.l1_loss(pred, target)
             if vgg is not None:
                 loss = loss + 1e-6 * perceptual_distance(vgg, pred, target)
@@ -309,8 +313,8 @@ def bench_training(name: str, kwargs: dict, perceptual: bool, args: argparse.Nam
 
     with PeakMemory(device) as memory:
         with FlopCounterMode(display=False) as counter:
-            step()  # warm-up, counted
-        for _ in range(args.warmup - 1):
+            step(counted)  # warm-up, counted, eager
+        for _ in range(args.warmup - 1 + args.compile):  # (and compilation)
             step()
         times = timed(step, device, args.repeats, args.budget)
     seconds = statistics.median(times)
@@ -441,7 +445,9 @@ def render(args: argparse.Namespace, train: list[dict], infer: list[dict], peer:
              f"- sizes: {'shrunk' if args.shrunk else 'paper'} (batch {args.batch}, patch {args.patch}³, {precision})"]
     if matmul:
         lines.append(f"- large bf16 matmul (8192³): {matmul / 1e12:.0f} TFLOP/s measured")
-    layout = ", channels-last 3D" if args.channels_last else ""
+    layout = (", channels-last 3D" if args.channels_last else "") + (", torch.compile" if args.compile else "")
+    if args.set:
+        lines.append(f"- generator keywords: {', '.join(args.set)}")
     lines += ["", f"## Training step (forward + backward + Adam, batch {args.batch}, {precision}{layout})", ""]
     flop_head = "TFLOP/s | % of 989 TFLOP/s | % of matmul" if cuda else "GFLOP/s"
     lines += [f"| generator | perceptual | patches/s | output Mvoxel/s | s/step | GFLOP/step | {flop_head} | peak memory | "
@@ -513,6 +519,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="more training batch sizes, comma-separated (e.g. 48,96): a table by batch size with the best marked")
     parser.add_argument("--channels-last", action="store_true", help="train with channels-last 3D weights")
     parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast in the CPU training step too")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the generator in the training step")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME.KEY=VALUE",
+                        help="a generator keyword, e.g. slice_resnet.features=48 or slice_resnet.kernel=[3,3,1]")
     parser.add_argument("--patch-slices", type=int, default=8,
                         help="acquired slices per training patch of acquired-slice generators (default 8)")
     parser.add_argument("--skip", default="", help="parts to skip: train,infer,peer,queue (comma-separated)")
@@ -534,6 +543,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         args.generators if cuda else [g for g in args.generators if g != "unet3d"])).split(",") if g]
     args.kwargs = {g: dict(SHRUNK.get(g, {})) if args.shrunk else {}
                    for g in {"dense_unet", *args.generators, *args.infer_generators}}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        name, _, field = key.partition(".")
+        if name not in args.kwargs or not field or not value:
+            parser.error(f"--set {item}: expected NAME.KEY=VALUE for a benchmarked generator ({', '.join(args.kwargs)})")
+        args.kwargs[name][field] = yaml.safe_load(value)
     args.batches = sorted({int(b) for b in args.batches.split(",") if b.strip()} - {args.batch})
     args.skip = set(filter(None, args.skip.split(",")))
     if args.volume is None and DEFAULT_VOLUME.is_file():

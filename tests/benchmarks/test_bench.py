@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks import bench
 from tests.conftest import phantom, write_nifti
 
@@ -43,3 +45,25 @@ def test_acquired_slice_generator_rows(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| slice_resnet | no | " in printed and "no perceptual branch (trains on the acquired-slice grid)" in printed
     assert "| slice_resnet | whole volume, no patches |" in printed and "| slice_resnet | in-plane tiles of 64" in printed
+
+
+def test_generator_keywords_are_benchmarked(tmp_path, capsys):
+    argv = ["--shrunk", "--repeats", "1", "--generators", "slice_resnet", "--skip", "infer,peer,queue",
+            "--set", "slice_resnet.kernel=[3,3,1]", "--set", "slice_resnet.blocks=1"]
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "- generator keywords: slice_resnet.kernel=[3,3,1], slice_resnet.blocks=1" in printed
+    assert "| slice_resnet | no | " in printed
+
+
+@pytest.mark.slow
+def test_compiled_training_is_benchmarked(capsys):
+    argv = ["--shrunk", "--repeats", "1", "--generators", "slice_resnet", "--skip", "infer,peer,queue", "--compile"]
+    assert bench.main(argv) == 0
+    assert ", torch.compile)" in capsys.readouterr().out
+
+
+def test_a_bad_generator_keyword_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--shrunk", "--generators", "slice_resnet", "--set", "nope.features=3"])
+    assert "expected NAME.KEY=VALUE" in capsys.readouterr().err
