@@ -97,10 +97,11 @@ case ${1:-help} in
             $PY -m inpaint.export "$THICK/checkpoints/best.ckpt" -o inpaint/assets/pretrained/slice_resnet_thick.ckpt \
                 --overwrite
         fi ;;
-    eval_slice_resnet_intervals)  # the committed any-interval model at intervals 2-8, thin and thick slices
+    eval_slice_resnet_intervals)  # the committed any-interval model at intervals 2-8 (figures at 5), thin and thick
         for n in 2 3 4 5 6 7 8; do
-            evaluate "slice_resnet_$n" "$PY" --methods linear,cubic --no-figures --interval "$n" \
-                --checkpoint slice_resnet=pretrained-slice-resnet
+            # shellcheck disable=SC2046
+            evaluate "slice_resnet_$n" "$PY" --methods linear,cubic $([[ $n == 5 ]] || echo --no-figures) \
+                --interval "$n" --checkpoint slice_resnet=pretrained-slice-resnet
             if [[ -f inpaint/assets/pretrained/slice_resnet_thick.ckpt ]]; then
                 evaluate "slice_resnet_thick_$n" "$PY" --methods linear --no-figures --interval "$n" --thick-slices \
                     --checkpoint slice_resnet_thick=pretrained-thick --checkpoint slice_resnet=pretrained-slice-resnet
@@ -149,6 +150,13 @@ case ${1:-help} in
         for n in 2 3 4 6; do rows+=("interval $n: linear=$EVAL/intervals_$n:linear" "interval $n: random-interval net=$EVAL/intervals_$n:intervals"); done
         $PY -m inpaint.compare "${rows[@]}" "interval 5: linear=$EVAL/ablation:linear" \
             "interval 5: random-interval net=$EVAL/ablation:intervals" "interval 5: base (trained at 5)=$EVAL/ablation:base" ;;
+    table_slice_resnet)  # the committed any-interval model at intervals 2-8 against linear and cubic
+        rows=()
+        for n in 2 3 4 5 6 7 8; do
+            rows+=("interval $n: linear=$EVAL/slice_resnet_$n:linear" "interval $n: cubic=$EVAL/slice_resnet_$n:cubic"
+                   "interval $n: slice_resnet=$EVAL/slice_resnet_$n:slice_resnet")
+        done
+        $PY -m inpaint.compare "${rows[@]}" ;;
     table_thick)
         $PY -m inpaint.compare "thick: linear=$EVAL/thick:linear" "thick: trained on thick slices=$EVAL/thick:thick" \
             "thick: base (trained on thin slices)=$EVAL/thick:base" ;;
