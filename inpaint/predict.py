@@ -100,16 +100,20 @@ def sparse_input(volume: torch.Tensor, mask: torch.Tensor | None, affine: np.nda
 
 
 def check_mask_grid(mask: Path, image: Path) -> None:
-    """The mask file exists and has the image's shape (headers only: before any work)."""
+    """The mask file exists and lies on the image's grid: shape and affine (headers only: before any work)."""
     if not mask.is_file():
         raise InputError(f"{mask}: no such mask file; give the brain mask of {image.name} (or leave out --mask)")
     try:
-        shapes = [nib.load(str(p)).shape for p in (mask, image)]
+        headers = [nib.load(str(p)) for p in (mask, image)]
     except Exception:  # unreadable files are reported by read_volume, with their cause
         return
+    shapes = [tuple(n for i, n in enumerate(h.shape) if i < 3 or n != 1) for h in headers]
     if shapes[0] != shapes[1]:
         raise InputError(f"{mask}: mask shape {shapes[0]} != {image} shape {shapes[1]}; give the brain mask on the "
                          "input's grid")
+    if not np.allclose(headers[0].affine, headers[1].affine, atol=1e-3):
+        raise InputError(f"{mask}: its affine differs from {image}'s (another orientation or position); resample the "
+                         "mask onto the input's grid (e.g. nearest neighbour)")
 
 
 def read_mask(path: Path, volume: torch.Tensor, source: str) -> torch.Tensor:
@@ -145,7 +149,7 @@ def predict_file(path: Path, output: Path, restorer: Restorer, args: argparse.Na
         degraded, grid_mask, grid_affine = sparse_input(volume, mask, affine, restorer, args, source)
     if mask is None:
         check_skull(volume, restorer, affine, degraded.axis, source)
-    filled = restorer(degraded, grid_mask, spacing_slice_last(grid_affine, degraded.axis), source)
+    filled = restorer(degraded, grid_mask, spacing_slice_last(grid_affine, degraded.axis), source, strip=mask is not None)
     if not args.simulate and args.grid == "isotropic":
         filled, grid_affine = to_spacing(filled, grid_affine, dict.fromkeys(range(3), output_spacing(restorer, args)))
     write_volume(filled, grid_affine, output, overwrite=args.overwrite, dtype=np.float32)
@@ -163,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m inpaint.predict", description=__doc__.split("\nAny slice spacing")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="The output is float32 (interpolated and predicted values are not integers); acquired slices are "
-               "copied exactly. Errors are one line and exit with code 2; nothing is half-written.")
+               "copied exactly on the input's slice grid (--grid input, or no resampling needed). Errors are one "
+               "line and exit with code 2; nothing is half-written.")
     parser.add_argument("input", type=Path, help="sparse NIfTI or MGZ (any slice and in-plane spacing), or a folder of them")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output file (a folder if INPUT is a folder)")
     how = parser.add_mutually_exclusive_group(required=True)

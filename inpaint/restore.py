@@ -166,16 +166,18 @@ class Restorer:
         return degrade(reference, affine, s["interval"], s["offset"], source, s["thick_slices"])
 
     def __call__(self, degraded: Degraded, mask: torch.Tensor | None = None, spacing: list[float] | None = None,
-                 source: str = "volume") -> torch.Tensor:
+                 source: str = "volume", strip: bool = False) -> torch.Tensor:
         """Fill ``degraded`` (file voxel order); (X, Y, Z) float32 in the input's units.
 
         Args:
             degraded: the linearly filled input with its acquired-slice mask.
-            mask: brain mask: the network sees the input inside it (background outside) and its output is
-                kept inside it, linear interpolation outside; None = ``input > 0``, the network's output
-                everywhere (the missing reference slices are never looked at).
+            mask: brain mask for the network (scale voxels, patches to run); None = ``input > 0`` (the
+                missing reference slices are never looked at).
             spacing: voxel spacing ``[a, b, slice]`` in mm, slice axis last (None: no resampling).
             source: file name for error messages.
+            strip: an unstripped head with its brain ``mask`` (``predict --mask``): the network sees the input
+                inside the mask only (background outside, as it was trained) and its output is kept there;
+                linear interpolation fills the rest.
         """
         if self.classical:
             if self.method == "linear":
@@ -184,12 +186,13 @@ class Restorer:
                 return fill_missing(degraded.input, degraded.axis, degraded.kept, self.method)
             except ValueError as error:
                 raise InputError(f"{source}: {error}") from None
-        stripped = mask is not None  # a given brain mask: the network sees the brain only, linear fills the rest
+        if strip and mask is None:
+            raise ValueError("Restorer: strip=True needs the brain mask")
         mask = degraded.input > 0 if mask is None else mask
         scale = acquired_scale(degraded.input, degraded.known, mask, source)
         perm = slice_last_permutation(degraded.axis)
         x, known, brain = (t.permute(*perm) for t in (normalise(degraded.input, scale), degraded.known, mask))
-        if stripped:
+        if strip:
             x = torch.where(brain, x, normalise(torch.zeros(()), scale).to(x.dtype))
         size = self.inplane_size(tuple(x.shape), spacing, source)
         if size is not None:
@@ -208,7 +211,7 @@ class Restorer:
         if size is not None:
             pred = _resize(pred, list(degraded.input.permute(*perm).shape[:2]), "trilinear")
         out = denormalise(pred.double(), scale).float().permute(*np.argsort(perm).tolist()).contiguous()
-        if stripped:
+        if strip:
             out = torch.where(mask, out, degraded.input)
         if self.settings["data_consistency"]:  # once, exact in input units, after any resampling
             out[degraded.known] = degraded.input[degraded.known]

@@ -1,7 +1,7 @@
 """A real-scan test set: clinical-style 2D acquisitions made from 1 mm references, restored by predict, scored.
 
     python scripts/real_scans.py --data ../shared/data/ds002748 --out runs/real_scans \\
-        --method linear --checkpoint pretrained --checkpoint pretrained-thick
+        --method linear --checkpoint pretrained
 
 For each subject (default: the first 3 test subjects of experiments/splits/ds002748.tsv) it writes one
 file per acquisition of ``ACQUISITIONS``: slices of a given spacing (4.4 to 6 mm, with gaps) and
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in methods:
             if (subject, acq.name, method) in scores:
                 continue
-            output = args.out / "restored" / Path(method).stem / f"{subject}_{acq.name}.nii.gz"
+            output = args.out / "restored" / re.sub(r"[^\w.-]+", "_", method) / f"{subject}_{acq.name}.nii.gz"
             if not output.exists():
                 restore(source, output, method)
             scores[(subject, acq.name, method)] = score(output, reference, affine)

@@ -85,7 +85,7 @@ case ${1:-help} in
     export_pretrained)  # the committed model: train_ours's best checkpoint, fp16 weights + settings only
         $PY -m inpaint.export "$(best dense_unet)" -o inpaint/assets/pretrained/dense_unet.ckpt --overwrite ;;
     eval_pretrained)  # the committed file itself (fp16) on the test split: the model card's numbers
-        evaluate pretrained "$PY" --methods linear --no-figures --checkpoint dense_unet=pretrained ;;
+        evaluate pretrained "$PY" --methods linear --no-figures --checkpoint dense_unet=pretrained-dense-unet ;;
     train_slice_resnet_thick)  # the thick-slice model: fine-tuned from the thin campaign's best (2 threads); resumes
         last="$THICK/checkpoints/last.ckpt"
         OMP_NUM_THREADS=2 $PY -m inpaint.fit experiment=slice_resnet_thick data.root="$DATA" data.split="$SPLIT" \
@@ -101,10 +101,10 @@ case ${1:-help} in
         for n in 2 3 4 5 6 7 8; do
             # shellcheck disable=SC2046
             evaluate "slice_resnet_$n" "$PY" --methods linear,cubic $([[ $n == 5 ]] || echo --no-figures) \
-                --interval "$n" --checkpoint slice_resnet=pretrained-slice-resnet
+                --interval "$n" --checkpoint slice_resnet=inpaint/assets/pretrained/slice_resnet.ckpt
             if [[ -f inpaint/assets/pretrained/slice_resnet_thick.ckpt ]]; then
                 evaluate "slice_resnet_thick_$n" "$PY" --methods linear --no-figures --interval "$n" --thick-slices \
-                    --checkpoint slice_resnet_thick=pretrained-thick --checkpoint slice_resnet=pretrained-slice-resnet
+                    --checkpoint slice_resnet_thick=inpaint/assets/pretrained/slice_resnet_thick.ckpt --checkpoint slice_resnet=inpaint/assets/pretrained/slice_resnet.ckpt
             fi
         done ;;
     eval_slice_resnet)  # the campaign's best checkpoint (by val PSNR at interval 5) on the test split, interval 5

@@ -259,7 +259,9 @@ BAD_OPTIONS = {  # each a one-line error before any file is read or any inferenc
     "interval 0": (["--simulate", "--interval", "0"], "--interval 0"),
     "offset": (["--simulate", "--interval", "5", "--offset", "5"], "--offset 5"),
     "target spacing 0": (["--target-spacing", "0"], "--target-spacing 0"),
-    "mask on another grid": (["--mask", "{tmp}/small_mask.nii.gz"], "mask shape"),
+    "mask of another shape": (["--mask", "{tmp}/small_mask.nii.gz"], "mask shape"),
+    "mask on another grid": (["--mask", "{tmp}/shifted_mask.nii.gz"], "its affine differs"),
+    "missing mask": (["--mask", "{tmp}/nope_mask.nii.gz"], "no such mask file"),
     "odd overlap": (["--overlap", "7"], "--overlap 7"),
     "output without a NIfTI name": (["-o", "{tmp}/out.png"], "name the output .nii.gz"),
 }
@@ -269,6 +271,10 @@ BAD_OPTIONS = {  # each a one-line error before any file is read or any inferenc
 def test_bad_options_are_one_line_errors_before_any_work(tmp_path, capsys, monkeypatch, case):
     sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(), LAS, 2)
     write_nifti(tmp_path / "small_mask.nii.gz", np.ones((4, 4, 4), np.float32))
+    shifted = LAS.copy()
+    shifted[:3, 2] *= 5
+    shifted[0, 3] += 10
+    write_nifti(tmp_path / "shifted_mask.nii.gz", np.ones((40, 44, 8), np.float32), shifted)
     monkeypatch.setattr("inpaint.predict.predict_file", lambda *a: pytest.fail("no work should start"))
     extra, needle = BAD_OPTIONS[case]
     extra = [e.format(tmp=tmp_path) for e in extra]

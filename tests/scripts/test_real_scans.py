@@ -16,7 +16,7 @@ from inpaint.interpolate import fill_missing
 from inpaint.metrics import volume_metrics
 from tests.conftest import REPO, phantom, write_nifti
 
-AFFINE = np.array([[-0.868, 0, 0, 70.0], [0, 0.868, 0, -90.0], [0, 0, 1.0, -50.0], [0, 0, 0, 1]])  # LAS, ds002748-like
+AFFINE = np.array([[-1.0, 0, 0, 70.0], [0, 1.0, 0, -90.0], [0, 0, 1.0, -50.0], [0, 0, 0, 1]])  # LAS, 1 mm: predict's grid
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_thick_tilted_and_resampled_acquisitions_have_their_geometry(real_scans)
     data, affine = real_scans.acquire(reference, AFFINE, acq)
     zooms = np.linalg.norm(affine[:3, :3], axis=0)
     np.testing.assert_allclose(zooms, [0.5, 0.5, 4.4])
-    assert data.shape == (math.floor(39 * 0.868 / 0.5) + 1, math.floor(43 * 0.868 / 0.5) + 1, math.floor(35 / 4.4) + 1)
+    assert data.shape == (math.floor(39 / 0.5) + 1, math.floor(43 / 0.5) + 1, math.floor(35 / 4.4) + 1)
     normal = affine[:3, 2] / 4.4
     assert math.degrees(math.acos(abs(normal[2]))) == pytest.approx(20.0)
     untilted, _ = real_scans.acquire(reference, AFFINE, real_scans.Acquisition("slab", 5.0, 5.0))
