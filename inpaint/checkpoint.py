@@ -20,8 +20,9 @@ from inpaint.system import InpaintingModule
 PRETRAINED = Path(__file__).resolve().parent / "assets" / "pretrained"
 # --checkpoint NAME -> the committed file in PRETRAINED; its model card is the file's stem + .md beside it.
 PRETRAINED_MODELS = {
-    "pretrained": "dense_unet.ckpt",  # the recommended model
-    "pretrained-dense-unet": "dense_unet.ckpt",  # the small DenseUNet of the paper's design (docs/results.md)
+    "pretrained": "slice_resnet.ckpt",  # the recommended model: the acquired-slice generator, intervals 2-8, thin slices
+    "pretrained-slice-resnet": "slice_resnet.ckpt",
+    "pretrained-dense-unet": "dense_unet.ckpt",  # the small DenseUNet of the paper's design, interval 5 (docs/results.md)
 }
 
 

@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if timed:
             axes[1].plot([p["cpu_hours"] for p in timed], [p["gain"] for p in timed], "o-", label=label, ms=4)
     axes[0].set_xscale("log")
+    axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping minor labels
     axes[0].set_xlabel("training patches seen")
     axes[1].set_xlabel("CPU-hours (training process, all threads)")
     for ax in axes:

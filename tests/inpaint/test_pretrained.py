@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from inpaint.checkpoint import PRETRAINED, PRETRAINED_MODELS, load_module, model_card
 from inpaint.evaluate import main as evaluate
 from inpaint.predict import main as predict
-from inpaint.restore import Restorer
 from tests.conftest import phantom
 from tests.inpaint.test_predict import make_sparse
 
@@ -22,15 +23,17 @@ def test_every_pretrained_name_has_its_file_and_card():
     assert set(p.name for p in PRETRAINED.glob("*.ckpt")) == set(PRETRAINED_MODELS.values())  # nothing unnamed
 
 
-def test_the_dense_unet_card_matches_its_file():
-    path = PRETRAINED / "dense_unet.ckpt"
-    module = load_module("pretrained-dense-unet")
-    assert module.checkpoint_path == str(path) and module.hparams.generator["name"] == "dense_unet"
-    card = model_card("pretrained-dense-unet").read_text()
+@pytest.mark.parametrize(("name", "generator", "intervals"), [("pretrained-dense-unet", "dense_unet", "interval 5"),
+                                                              ("pretrained", "slice_resnet", "intervals 2–8")])
+def test_each_card_matches_its_file(name, generator, intervals):
+    path = PRETRAINED / PRETRAINED_MODELS[name]
+    module = load_module(name)
+    assert module.checkpoint_path == str(path) and module.hparams.generator["name"] == generator
+    card = model_card(name).read_text()
     parameters = sum(p.numel() for p in module.generator.parameters())
     assert f"{parameters:,}" in card, "the card's parameter count is not the model's"
-    info = Restorer(module).info
-    assert info["interval"] == 5 and f"interval {info['interval']}" in card
+    assert hashlib.sha256(path.read_bytes()).hexdigest() in card, "the card's sha256 is not the file's"
+    assert intervals in card
     for key in ("residual", "known_channel", "data_consistency"):
         assert re.search(rf"`model\.{key}={str(module.model_cfg[key]).lower()}`", card), key
     assert "CC0" in card and "ds002748" in card
@@ -47,9 +50,9 @@ def test_pretrained_predicts_a_sparse_scan_from_the_cli(tmp_path, capsys):
 
 def test_pretrained_beats_linear_on_a_test_subject(shared_data, tmp_path, capsys):
     out = tmp_path / "eval"
-    assert evaluate(["--data", str(shared_data), "--subjects", "sub-11", "--checkpoint", "dense_unet=pretrained",
+    assert evaluate(["--data", str(shared_data), "--subjects", "sub-11", "--checkpoint", "model=pretrained",
                      "--methods", "linear", "--no-figures", "--out", str(out)]) == 0
     capsys.readouterr()
     rows = {r.split(",")[1]: [float(v) for v in r.split(",")[2:6]] for r in (out / "metrics.csv").read_text().split()[1:]}
-    (psnr, ssim, hfen, _), (psnr0, ssim0, hfen0, _) = rows["dense_unet"], rows["linear"]
+    (psnr, ssim, hfen, _), (psnr0, ssim0, hfen0, _) = rows["model"], rows["linear"]
     assert psnr > psnr0 and ssim > ssim0 and hfen < hfen0
