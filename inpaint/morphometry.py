@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from inpaint.data.io import InputError, atomic_write, write_volume
+from inpaint.segment import TISSUES, dice
 
 # The paper's eight regions (Fig. 6), each a union of AAL2 labels, per hemisphere.
 REGIONS: dict[str, tuple[str, ...]] = {
@@ -54,7 +55,6 @@ REGION_NAMES = tuple(f"{region}_{hemi}" for region in REGIONS for hemi in HEMISP
 SEGMENTATION = {"priorweight": 0.25, "mrf": 0.1, "iterations": 25}
 THICKNESS = {"its": 45, "r": 0.025, "m": 1.5}
 FWHM_MM = 10.0
-TISSUE_LABELS = {"csf": 1, "gm": 2, "wm": 3}
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -209,7 +209,7 @@ def cortical_thickness(tissues: dict[str, np.ndarray], like: Any) -> np.ndarray:
     ants = require_ants()
     image = lambda a, kind="float": ants.from_numpy_like(np.asarray(a, dtype=np.float32), like).clone(kind)  # noqa: E731
     thickness = ants.kelly_kapowski(s=image(tissues["labels"], "unsigned int"), g=image(tissues["gm"]),
-                                    w=image(tissues["wm"]), gm_label=TISSUE_LABELS["gm"], wm_label=TISSUE_LABELS["wm"],
+                                    w=image(tissues["wm"]), gm_label=TISSUES["gm"], wm_label=TISSUES["wm"],
                                     **THICKNESS)
     return thickness.numpy().astype(np.float32)
 
@@ -265,11 +265,6 @@ REFERENCE_COLUMNS = ["subject", *COLUMNS[:-6], *[f"prior_vol_{t}" for t in ("gm"
                      *[f"ceiling_dice_{t}" for t in ("gm", "wm", "csf")]]
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
 class MorphometryScorer:
     """``inpaint.evaluate --morphometry``: per subject and method, the :data:`COLUMNS` of one volume.
 
@@ -307,7 +302,7 @@ class MorphometryScorer:
         values = self.measure(self.reference, "reference")
         row = {"subject": subject, **{k: v for k, v in values.items() if not k.startswith("prior_dice")},
                **{f"ceiling_dice_{t}": dice(again["labels"] == k, self.reference["labels"] == k)
-                  for t, k in TISSUE_LABELS.items()}}
+                  for t, k in TISSUES.items()}}
         with self.path.open("a", newline="") as handle:
             csv.DictWriter(handle, REFERENCE_COLUMNS).writerow({k: f"{row[k]:.8g}" if k != "subject" else row[k]
                                                                 for k in REFERENCE_COLUMNS})
@@ -320,7 +315,7 @@ class MorphometryScorer:
     def measure(self, tissues: dict[str, np.ndarray], name: str) -> dict[str, float]:
         thickness = cortical_thickness(tissues, self.space.image)
         values = regional_values(tissues["gm"], thickness, self.space.regions, self.voxel_ml)
-        for t, k in TISSUE_LABELS.items():
+        for t, k in TISSUES.items():
             values[f"prior_dice_{t}"] = dice(tissues["labels"] == k, self.reference["labels"] == k)
             values[f"prior_vol_{t}"] = float((tissues["labels"] == k).sum()) * self.voxel_ml
         self.write_map(gm_in_template(tissues["gm"], self.space, self.jacobian), name)
