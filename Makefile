@@ -18,7 +18,7 @@ define make_venv
 endef
 
 .venv/.installed: pyproject.toml
-	$(call make_venv,.venv,test)
+	$(call make_venv,.venv,test$(comma)skull)
 
 # wandb[sweeps] (the `sweeps` package) may pin numpy<2: it gets its own venv, never .venv.
 .venv-sweeps/.installed: pyproject.toml

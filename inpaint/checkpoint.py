@@ -22,6 +22,7 @@ PRETRAINED = Path(__file__).resolve().parent / "assets" / "pretrained"
 PRETRAINED_MODELS = {
     "pretrained": "slice_resnet.ckpt",  # the recommended model: the acquired-slice generator, intervals 2-8, thin slices
     "pretrained-slice-resnet": "slice_resnet.ckpt",
+    "pretrained-thick": "slice_resnet_thick.ckpt",  # the same, fine-tuned on thick slices (slab means: real 2D scans)
     "pretrained-dense-unet": "dense_unet.ckpt",  # the small DenseUNet of the paper's design, interval 5 (docs/results.md)
 }
 

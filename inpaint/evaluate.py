@@ -225,7 +225,7 @@ def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], setting: dict[
         if isinstance(method, dict):
             filled, seconds, borders = saved_prediction(method, volume, tuple(reference.shape)), float("nan"), None
         else:
-            filled = method(degraded, network_mask, slice_last, source)
+            filled = method(degraded, network_mask, slice_last, source, affine=affine)
             seconds = time.perf_counter() - start
             borders = file_order_borders(tuple(reference.shape), degraded.axis, method)
         if panel is not None:

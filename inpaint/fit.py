@@ -111,7 +111,7 @@ def run_directory(cfg: DictConfig, ckpt_path: Path | None) -> Path:
 
 
 def data_info(datamodule: InpaintDataModule) -> dict[str, Any]:
-    """Voxel spacing of the first training volume (slice axis last), the interval and slice model trained at."""
+    """Voxel spacing and orientation of the first training volume (slice axis last), the intervals and slices trained at."""
     import nibabel as nib
 
     from inpaint.geometry import slice_axis, slice_last_permutation
@@ -121,7 +121,9 @@ def data_info(datamodule: InpaintDataModule) -> dict[str, Any]:
     zooms = [float(z) for z in image.header.get_zooms()[:3]]
     axis = slice_axis(image.affine, str(volumes[0].image))
     spacing = [zooms[a] for a in slice_last_permutation(axis)]
-    return {"spacing": spacing, "interval": int(datamodule.cfg.interval), "skull_stripped": True,
+    codes = nib.aff2axcodes(image.affine)
+    return {"spacing": spacing, "orientation": "".join(codes[a] for a in slice_last_permutation(axis)),
+            "interval": int(datamodule.cfg.interval), "skull_stripped": True,
             "intervals": [int(i) for i in datamodule.cfg.intervals] or [int(datamodule.cfg.interval)],
             "thick_slices": bool(datamodule.cfg.thick_slices)}
 

@@ -154,3 +154,38 @@ def acquired_slices(known: torch.Tensor, source: str = "volume") -> tuple[torch.
     return kept, int(steps[0])
 
 
+
+
+TRAINED_ORIENTATION = "LAS"  # voxel orientation the committed models learnt (ds002748 is stored LAS)
+
+
+def network_frame(affine: np.ndarray, axis: int, trained: str = TRAINED_ORIENTATION) -> tuple[bool, tuple[bool, ...]]:
+    """How to turn a slice-last (X, Y, Z) volume with ``affine`` into the voxel orientation a network learnt.
+
+    Returns:
+        (transpose the in-plane axes, then flip each axis): exact, undone by :func:`from_network_frame`.
+        Networks are not flip-invariant: an LPS or LIA file seen as stored loses part of the gain.
+    """
+    columns = np.asarray(affine, dtype=np.float64)[:3, :3][:, slice_last_permutation(axis)]
+    target = nib.orientations.axcodes2ornt(tuple(trained))  # per voxel axis: world axis (RAS), direction (+-1)
+    transpose = int(np.abs(columns[:, 0]).argmax()) != int(target[0, 0])
+    if transpose:
+        columns = columns[:, [1, 0, 2]]
+    signs = [np.sign(columns[int(world), k]) for k, world in enumerate(target[:, 0])]
+    return transpose, tuple(bool(s != t) for s, t in zip(signs, target[:, 1], strict=True))
+
+
+def to_network_frame(volume: torch.Tensor, frame: tuple[bool, tuple[bool, ...]]) -> torch.Tensor:
+    """(X, Y, Z) slice-last -> the network's voxel orientation (``network_frame``)."""
+    transpose, flips = frame
+    volume = volume.transpose(0, 1) if transpose else volume
+    dims = [d for d, flip in enumerate(flips) if flip]
+    return volume.flip(dims) if dims else volume
+
+
+def from_network_frame(volume: torch.Tensor, frame: tuple[bool, tuple[bool, ...]]) -> torch.Tensor:
+    """Undo :func:`to_network_frame`."""
+    transpose, flips = frame
+    dims = [d for d, flip in enumerate(flips) if flip]
+    volume = volume.flip(dims) if dims else volume
+    return volume.transpose(0, 1) if transpose else volume

@@ -49,8 +49,9 @@ from inpaint.grid import GRIDS, fill_factor, is_close, to_spacing
 from inpaint.interpolate import METHODS, sparse_to_dense
 from inpaint.metrics import volume_metrics
 from inpaint.restore import SHOWN, Restorer, add_arguments, check_settings, overrides, trained_intervals
-from inpaint.skull import head_signs
+from inpaint.skull import bet_mask, head_signs, require_bet
 
+AUTO_MASK = "auto"  # --mask auto: BET's brain mask (inpaint.skull.bet_mask)
 log = logging.getLogger("inpaint")
 
 
@@ -61,8 +62,8 @@ def check_skull(volume: torch.Tensor, restorer: Restorer, affine: np.ndarray, ax
     signs = head_signs(volume.permute(*slice_last_permutation(axis)), spacing_slice_last(affine, axis))
     if signs:
         log.warning("%s: looks like a whole head (%s), but the checkpoint was trained on skull-stripped brains; pass "
-                    "--mask BRAIN_MASK (the network fills the brain, linear the rest) or skull-strip the input (e.g. "
-                    "SynthStrip, HD-BET)", source, "; ".join(signs))
+                    "--mask BRAIN_MASK or --mask auto (BET; the network fills the brain, linear the rest) or skull-strip "
+                    "the input (e.g. SynthStrip, HD-BET)", source, "; ".join(signs))
 
 
 def output_spacing(restorer: Restorer, args: argparse.Namespace) -> float:
@@ -99,6 +100,11 @@ def sparse_input(volume: torch.Tensor, mask: torch.Tensor | None, affine: np.nda
     return degraded, dense_mask, fill_affine
 
 
+def mask_option(text: str) -> Path | str:
+    """``--mask``: a file, or ``auto``."""
+    return AUTO_MASK if text == AUTO_MASK else Path(text)
+
+
 def check_mask_grid(mask: Path, image: Path) -> None:
     """The mask file exists and lies on the image's grid: shape and affine (headers only: before any work)."""
     if not mask.is_file():
@@ -127,6 +133,13 @@ def read_mask(path: Path, volume: torch.Tensor, source: str) -> torch.Tensor:
     return mask > 0
 
 
+def input_mask(option: Path | str | None, volume: torch.Tensor, affine: np.ndarray, source: str) -> torch.Tensor | None:
+    """The brain mask of ``--mask`` on the input's (X, Y, Z) grid: a file's, BET's (``auto``) or none."""
+    if option is None:
+        return None
+    return bet_mask(volume, affine, source) if option == AUTO_MASK else read_mask(option, volume, source)
+
+
 def predict_file(path: Path, output: Path, restorer: Restorer, args: argparse.Namespace) -> dict[str, float] | None:
     """Restore one file and write it (float32, atomically).
 
@@ -142,14 +155,15 @@ def predict_file(path: Path, output: Path, restorer: Restorer, args: argparse.Na
     source = str(path)
     data, affine = read_volume(path)
     volume = data[0]
-    mask = read_mask(args.mask, volume, source) if args.mask else None
+    mask = input_mask(args.mask, volume, affine, source)
     if args.simulate:
         degraded, grid_mask, grid_affine = restorer.degrade(volume, affine, source), mask, affine
     else:
         degraded, grid_mask, grid_affine = sparse_input(volume, mask, affine, restorer, args, source)
     if mask is None:
         check_skull(volume, restorer, affine, degraded.axis, source)
-    filled = restorer(degraded, grid_mask, spacing_slice_last(grid_affine, degraded.axis), source, strip=mask is not None)
+    filled = restorer(degraded, grid_mask, spacing_slice_last(grid_affine, degraded.axis), source, strip=mask is not None,
+                      affine=grid_affine)
     if not args.simulate and args.grid == "isotropic":
         filled, grid_affine = to_spacing(filled, grid_affine, dict.fromkeys(range(3), output_spacing(restorer, args)))
     write_volume(filled, grid_affine, output, overwrite=args.overwrite, dtype=np.float32)
@@ -172,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("input", type=Path, help="sparse NIfTI or MGZ (any slice and in-plane spacing), or a folder of them")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output file (a folder if INPUT is a folder)")
     how = parser.add_mutually_exclusive_group(required=True)
-    how.add_argument("--checkpoint", help="trained model: a .ckpt from python -m inpaint.fit, or 'pretrained'")
+    how.add_argument("--checkpoint", help="trained model: a .ckpt from python -m inpaint.fit, or a committed one: "
+                                          "'pretrained' (thin slices), 'pretrained-thick' (thick slices: real 2D "
+                                          "scans), 'pretrained-dense-unet'")
     how.add_argument("--method", choices=METHODS, help="classical fill along the slice axis")
     parser.add_argument("--target-spacing", type=float, metavar="MM",
                         help="output spacing t in mm; N = round(slice spacing / t) (default: the checkpoint's, else 1.0)")
@@ -180,9 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output grid of a sparse input: 'isotropic' at t (default), or 'input', the input's "
                              "in-plane spacing with slices at slice spacing / N (no resampling; acquired slices copied "
                              "exactly)")
-    parser.add_argument("--mask", type=Path, metavar="FILE",
-                        help="brain mask on the input's grid (one input file): the network sees and fills the brain, "
-                             "linear interpolation the rest; metrics of --simulate in it")
+    parser.add_argument("--mask", type=mask_option, metavar="FILE|auto",
+                        help="brain mask on the input's grid (one input file), or 'auto': BET's (the skull extra): the "
+                             "network sees and fills the brain, linear interpolation the rest; metrics of --simulate in it")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where the network runs (default: cuda if available)")
@@ -245,13 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.simulate and (args.grid or args.target_spacing):
         parser.error("--grid/--target-spacing apply to sparse inputs; with --simulate the output is on the input's grid")
     args.grid = args.grid or GRIDS[0]
-    if args.mask and args.input.is_dir():
-        parser.error("--mask goes with one input file; for a folder, predict each file with its own mask")
+    if args.mask not in (None, AUTO_MASK) and args.input.is_dir():
+        parser.error("--mask FILE goes with one input file; for a folder, predict each file with its own mask (or "
+                     "--mask auto)")
     failed = 0
     try:
         check_options(args)
         pairs = jobs(args)
-        if args.mask:
+        if args.mask == AUTO_MASK:
+            require_bet()
+        elif args.mask:
             check_mask_grid(args.mask, args.input)
         restorer = Restorer(args.method or load_module(args.checkpoint, args.device), overrides(args))
         shown = SHOWN if args.simulate else ("overlap", "aggregation", "data_consistency")  # else N: the file's spacing

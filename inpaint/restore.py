@@ -32,7 +32,14 @@ from inpaint.config import AGGREGATIONS, DataConfig, InferenceConfig, ModelConfi
 from inpaint.data.degrade import Degraded, degrade
 from inpaint.data.io import InputError
 from inpaint.data.normalise import acquired_scale, denormalise, normalise
-from inpaint.geometry import acquired_slices, slice_last_permutation
+from inpaint.geometry import (
+    TRAINED_ORIENTATION,
+    acquired_slices,
+    from_network_frame,
+    network_frame,
+    slice_last_permutation,
+    to_network_frame,
+)
 from inpaint.interpolate import METHODS, fill_missing
 
 log = logging.getLogger("inpaint")
@@ -166,7 +173,7 @@ class Restorer:
         return degrade(reference, affine, s["interval"], s["offset"], source, s["thick_slices"])
 
     def __call__(self, degraded: Degraded, mask: torch.Tensor | None = None, spacing: list[float] | None = None,
-                 source: str = "volume", strip: bool = False) -> torch.Tensor:
+                 source: str = "volume", strip: bool = False, affine: np.ndarray | None = None) -> torch.Tensor:
         """Fill ``degraded`` (file voxel order); (X, Y, Z) float32 in the input's units.
 
         Args:
@@ -178,6 +185,8 @@ class Restorer:
             strip: an unstripped head with its brain ``mask`` (``predict --mask``): the network sees the input
                 inside the mask only (background outside, as it was trained) and its output is kept there;
                 linear interpolation fills the rest.
+            affine: the volume's voxel-to-world affine: the network then sees it in the voxel orientation it
+                learnt (``geometry.network_frame``; e.g. an LPS file flipped to LAS and back). None: as stored.
         """
         if self.classical:
             if self.method == "linear":
@@ -191,7 +200,13 @@ class Restorer:
         mask = degraded.input > 0 if mask is None else mask
         scale = acquired_scale(degraded.input, degraded.known, mask, source)
         perm = slice_last_permutation(degraded.axis)
-        x, known, brain = (t.permute(*perm) for t in (normalise(degraded.input, scale), degraded.known, mask))
+        trained = self.info.get("orientation", TRAINED_ORIENTATION)  # older checkpoints: ds002748's
+        frame = network_frame(affine, degraded.axis, trained) if affine is not None else (False, (False,) * 3)
+        x, known, brain = (to_network_frame(t.permute(*perm), frame)
+                           for t in (normalise(degraded.input, scale), degraded.known, mask))
+        if spacing is not None and frame[0]:
+            spacing = [spacing[1], spacing[0], spacing[2]]
+        shape = list(x.shape[:2])
         if strip:
             x = torch.where(brain, x, normalise(torch.zeros(()), scale).to(x.dtype))
         size = self.inplane_size(tuple(x.shape), spacing, source)
@@ -209,7 +224,8 @@ class Restorer:
             pred = pred[tuple(slice(before, n - after) for n, before, after in
                               zip(pred.shape, pad[4::-2], pad[5::-2], strict=True))]
         if size is not None:
-            pred = _resize(pred, list(degraded.input.permute(*perm).shape[:2]), "trilinear")
+            pred = _resize(pred, shape, "trilinear")
+        pred = from_network_frame(pred, frame)
         out = denormalise(pred.double(), scale).float().permute(*np.argsort(perm).tolist()).contiguous()
         if strip:
             out = torch.where(mask, out, degraded.input)

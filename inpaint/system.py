@@ -233,7 +233,8 @@ class InpaintingModule(L.LightningModule):
         inputs, known, mask, target = (batch[k][0, 0].cpu() for k in (INPUT, KNOWN, MASK, TARGET))
         degraded = degraded_from_mask(inputs.float(), known, batch[SLICE_AXIS], batch[INTERVAL], batch[OFFSET])
         spacing = spacing_slice_last(batch["affine"], batch[SLICE_AXIS])  # resampled as evaluate would
-        pred = Restorer(self)(degraded, mask > 0 if batch[MASK_GIVEN] else None, spacing, source=str(batch[NAME]))
+        pred = Restorer(self)(degraded, mask > 0 if batch[MASK_GIVEN] else None, spacing, source=str(batch[NAME]),
+                              affine=batch["affine"])
         reference, flags = target.double(), (mask > 0, known > 0)
         ours = volume_metrics(pred.double(), reference, *flags)
         baseline = volume_metrics(inputs.double(), reference, *flags)

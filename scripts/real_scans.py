@@ -1,7 +1,7 @@
 """A real-scan test set: clinical-style 2D acquisitions made from 1 mm references, restored by predict, scored.
 
     python scripts/real_scans.py --data ../shared/data/ds002748 --out runs/real_scans \\
-        --method linear --checkpoint pretrained
+        --method linear --checkpoint pretrained --checkpoint pretrained-thick
 
 For each subject (default: the first 3 test subjects of experiments/splits/ds002748.tsv) it writes one
 file per acquisition of ``ACQUISITIONS``: slices of a given spacing (4.4 to 6 mm, with gaps) and
@@ -12,15 +12,20 @@ with ``python -m inpaint.predict FILE -o OUT`` and no other flag; the output is 
 reference grid through the two affines (trilinear; exact where the grids coincide) and scored with
 PROTOCOL.md's PSNR, SSIM and HFEN in the brain (reference > 0) inside the acquired field of view, 3
 voxels in from its edges; outside it the reference stands in (so no SSIM window sees a false edge).
-Writes ``scores.csv`` and ``scores.md`` (per file and method, the gain over the first method); resumes.
+A ``head`` acquisition puts the brain inside a synthetic skull and scalp (``whole_head``); each network
+restores it plain, with the true brain mask (``--mask FILE``) and with BET's (``--mask auto``, the
+``skull`` extra), scored in the brain. Writes ``scores.csv`` and ``scores.md`` (per file and method, the
+gain over the first method; a table per set of methods); resumes.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import math
 import re
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +44,11 @@ from inpaint.data.subjects import read_split_file  # noqa: E402
 from inpaint.metrics import volume_metrics  # noqa: E402
 
 SLAB_STEP = 0.25  # mm between the samples that average a thick slice
+# A synthetic head around a skull-stripped brain: (outer distance from the brain in mm, intensity as a
+# fraction of the brain's 95th percentile) from the inside out: CSF, inner table, diploe (marrow fat), outer
+# table, galea and muscle, subcutaneous fat, skin; air beyond. Typical adult T1 contrasts and thicknesses.
+SCALP = ((2.0, 0.15), (4.0, 0.04), (7.0, 0.65), (9.0, 0.04), (12.0, 0.45), (16.0, 1.05), (17.5, 0.5))
+SCALP_TEXTURE = 0.08  # relative amplitude of the scalp's smooth multiplicative texture
 EDGE = 3  # voxels of the acquired field of view left out of the scores at its edges
 METRICS = ("psnr", "ssim", "hfen")
 
@@ -54,6 +64,7 @@ class Acquisition:
     tilt: float = 0.0  # degrees about the left-right axis
     orientation: str = "LAS"
     suffix: str = ".nii.gz"
+    head: bool = False  # skull and scalp around the brain (``whole_head``); restored plain and with --mask
 
 
 ACQUISITIONS = (
@@ -68,7 +79,31 @@ ACQUISITIONS = (
     Acquisition("RAS", 5.0, 5.0, orientation="RAS"),
     Acquisition("LPS", 5.0, 5.0, orientation="LPS"),
     Acquisition("LIA-mgz", 5.0, 5.0, orientation="LIA", suffix=".mgz"),
+    Acquisition("head-thick-5mm", 5.0, 5.0, head=True),
 )
+
+
+def whole_head(brain: np.ndarray, affine: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A skull-stripped (X, Y, Z) brain inside a synthetic head: layers of ``SCALP`` by distance from the brain.
+
+    The volume is padded by the head's thickness on every side (voxel 0 moves; the returned affine says
+    where). Brain voxels keep their values. Returns (head, brain mask, affine), on the padded grid.
+    """
+    zooms = np.linalg.norm(affine[:3, :3], axis=0)
+    pad = np.ceil((SCALP[-1][0] + 2) / zooms).astype(int)
+    mask = np.pad(brain > 0, [(p, p) for p in pad])
+    distance = ndimage.distance_transform_edt(~mask, sampling=zooms)
+    level = float(np.percentile(brain[brain > 0], 95))
+    bounds, fractions = zip(*SCALP, strict=True)
+    layer = np.searchsorted(np.array(bounds), distance)  # 0..len(SCALP); the last: air
+    scalp = np.append(np.array(fractions), 0.0)[layer] * level
+    texture = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal(mask.shape), 4 / zooms)
+    scalp *= 1 + SCALP_TEXTURE * texture / texture.std()
+    scalp = ndimage.gaussian_filter(scalp, 0.6 / zooms)  # partial volume at the layers' borders
+    head = np.where(mask, np.pad(brain, [(p, p) for p in pad]), scalp)
+    padded = affine.copy()
+    padded[:3, 3] -= affine[:3, :3] @ pad
+    return head.astype(np.float32), mask, padded
 
 
 def acquire(reference: np.ndarray, affine: np.ndarray, acq: Acquisition) -> tuple[np.ndarray, np.ndarray]:
@@ -127,10 +162,10 @@ def on_reference_grid(output: Path, reference_affine: np.ndarray, shape: tuple[i
     return values, inside
 
 
-def score(output: Path, reference: np.ndarray, reference_affine: np.ndarray) -> dict[str, float]:
-    """PROTOCOL.md metrics of a restored file against the reference, in the brain inside the field of view."""
+def score(output: Path, reference: np.ndarray, reference_affine: np.ndarray, brain: np.ndarray) -> dict[str, float]:
+    """PROTOCOL.md metrics of a restored file against the reference, in the ``brain`` inside the field of view."""
     values, inside = on_reference_grid(output, reference_affine, reference.shape)
-    evaluated = ndimage.binary_erosion(inside, iterations=EDGE) & (reference > 0)
+    evaluated = ndimage.binary_erosion(inside, iterations=EDGE) & brain
     restored = np.where(inside, values, reference)
     ref = torch.from_numpy(reference.astype(np.float64))
     metrics = volume_metrics(torch.from_numpy(restored), ref, torch.from_numpy(evaluated),
@@ -139,10 +174,26 @@ def score(output: Path, reference: np.ndarray, reference_affine: np.ndarray) -> 
 
 
 def restore(source: Path, output: Path, method: str) -> None:
-    """``python -m inpaint.predict SOURCE -o OUTPUT --method M`` (or ``--checkpoint M``), no other flag."""
-    how = ["--method", method] if method in ("linear", "cubic") else ["--checkpoint", method]
-    if predict.main([str(source), "-o", str(output), *how]) != 0:
+    """``python -m inpaint.predict SOURCE -o OUTPUT --method M`` (or ``--checkpoint M``) and no other flag, unless
+    the method names some: ``"M --grid input"``; whole heads add ``--mask FILE`` (the brain mask) or ``--mask auto``."""
+    name, *flags = shlex.split(method)
+    how = ["--method", name] if name in ("linear", "cubic") else ["--checkpoint", name]
+    if predict.main([str(source), "-o", str(output), *how, *flags]) != 0:
         raise SystemExit(f"error: predict failed on {source} with {method}; see above")
+
+
+def head_variants(methods: list[str], mask: Path) -> list[str]:
+    """The methods of a whole-head file: each as given, then each network with the true brain mask and with BET's
+    (``--mask auto``, where the ``skull`` extra is installed)."""
+    networks = [m for m in methods if shlex.split(m)[0] not in ("linear", "cubic")]
+    bet = [f"{m} --mask auto" for m in networks] if importlib.util.find_spec("brainextractor") else []
+    return methods + [f"{m} --mask {shlex.quote(str(mask))}" for m in networks] + bet
+
+
+def method_label(method: str) -> str:
+    """A method's name in the tables: a mask file's path becomes ``FILE``."""
+    parts = shlex.split(method)
+    return " ".join("FILE" if i and parts[i - 1] == "--mask" and part != "auto" else part for i, part in enumerate(parts))
 
 
 def read_scores(path: Path) -> dict[tuple[str, str, str], dict[str, float]]:
@@ -152,21 +203,41 @@ def read_scores(path: Path) -> dict[tuple[str, str, str], dict[str, float]]:
         return {(r["subject"], r["file"], r["method"]): {k: float(r[k]) for k in METRICS} for r in csv.DictReader(handle)}
 
 
-def write_tables(path: Path, scores: dict[tuple[str, str, str], dict[str, float]], methods: list[str]) -> None:
+def summary_line(method: str, base: str, files: list[dict[str, dict[str, float]]]) -> str:
+    """How often ``method`` beats ``base`` in each metric over ``files`` (HFEN: lower is better), and its mean gain."""
+    better = [sum((f[method][k] < f[base][k]) if k == "hfen" else (f[method][k] > f[base][k]) for f in files)
+              for k in METRICS]
+    gains = [f[method]["psnr"] - f[base]["psnr"] for f in files]
+    return (f"- {method}: better than {base} on {'/'.join(map(str, better))} of {len(files)} files (PSNR/SSIM/HFEN); "
+            f"PSNR gain {np.mean(gains):+.2f} dB (range {min(gains):+.2f} to {max(gains):+.2f})")
+
+
+def write_tables(path: Path, scores: dict[tuple[str, str, str], dict[str, float]]) -> None:
+    """``scores.csv`` (a row per subject, file and method) and ``scores.md``: a table per set of methods (the
+    plain acquisitions; the whole heads with their mask variants), the gain over each table's first method."""
     rows = [{"subject": s, "file": f, "method": m, **v} for (s, f, m), v in scores.items()]
     header = ["subject", "file", "method", *METRICS]
     lines = [",".join(header)] + [",".join(str(r[k]) for k in header) for r in rows]
     atomic_write(path / "scores.csv", "\n".join(lines) + "\n")
-    base = methods[0]
-    md = ["| subject | file | " + " | ".join(f"{m} PSNR / SSIM / HFEN" for m in methods) +
-          "".join(f" | {m} − {base} PSNR" for m in methods[1:]) + " |",
-          "|---|---|" + "---|" * (2 * len(methods) - 1)]
-    for subject, name in dict.fromkeys((s, f) for s, f, _ in scores):
-        cells = [scores.get((subject, name, m)) for m in methods]
-        text = [f"{c['psnr']:.2f} / {c['ssim']:.4f} / {c['hfen']:.4f}" if c else "–" for c in cells]
-        gains = [f"{c['psnr'] - cells[0]['psnr']:+.2f}" if c and cells[0] else "–" for c in cells[1:]]
-        md.append(f"| {subject} | {name} | " + " | ".join(text + gains) + " |")
-    atomic_write(path / "scores.md", "\n".join(md) + "\n")
+    files: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    for (subject, name, method), values in scores.items():
+        files.setdefault((subject, name), {})[method] = values
+    groups: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+    for key, by_method in files.items():
+        groups.setdefault(tuple(by_method), []).append(key)
+    md = []
+    for methods, keys in groups.items():
+        base = methods[0]
+        md += ["| subject | file | " + " | ".join(f"{m} PSNR / SSIM / HFEN" for m in methods) +
+               "".join(f" | {m} − {base} PSNR" for m in methods[1:]) + " |",
+               "|---|---|" + "---|" * (2 * len(methods) - 1)]
+        for subject, name in keys:
+            cells = [files[(subject, name)][m] for m in methods]
+            text = [f"{c['psnr']:.2f} / {c['ssim']:.4f} / {c['hfen']:.4f}" for c in cells]
+            gains = [f"{c['psnr'] - cells[0]['psnr']:+.2f}" for c in cells[1:]]
+            md.append(f"| {subject} | {name} | " + " | ".join(text + gains) + " |")
+        md += ["", *(summary_line(m, base, [files[k] for k in keys]) for m in methods[1:]), ""]
+    atomic_write(path / "scores.md", "\n".join(md))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", type=Path, default=Path("experiments/splits/ds002748.tsv"))
     parser.add_argument("--subjects", nargs="+", help="default: the first 3 test subjects of --split")
     parser.add_argument("--out", type=Path, required=True, help="folder for the set, the restored files and the scores")
-    parser.add_argument("--method", dest="methods", action="append", default=[], help="a classical method (first: the baseline)")
-    parser.add_argument("--checkpoint", dest="methods", action="append", help="a checkpoint path or 'pretrained...'")
+    parser.add_argument("--method", dest="methods", action="append", default=[],
+                        help="a classical method, optionally with predict flags: 'linear --grid input' (first: the baseline)")
+    parser.add_argument("--checkpoint", dest="methods", action="append",
+                        help="a checkpoint path or 'pretrained...', optionally with predict flags")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="acquisitions to make (default: all)")
     args = parser.parse_args(argv)
     methods = args.methods or ["linear"]
@@ -190,17 +263,26 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: no {subject}*_T1w.nii(.gz) in {args.data}; give --data the reference folder")
         data, affine = read_volume(reference_path)
         reference = data[0].numpy().astype(np.float64)
+        brain, variants = reference > 0, methods
         source = args.out / "set" / f"{subject}_{acq.name}{acq.suffix}"
+        if acq.head:
+            reference, brain, affine = whole_head(reference, affine)
+            mask_file = source.with_name(f"{subject}_{acq.name}_mask{acq.suffix}")
+            if not mask_file.exists():
+                sampled, mask_affine = acquire(brain.astype(np.float64), affine, acq)
+                write_acquisition(mask_file, (sampled > 0.5).astype(np.float32), mask_affine, acq)
+            variants = head_variants(methods, mask_file)
         if not source.exists():
             write_acquisition(source, *acquire(reference, affine, acq), acq)
-        for method in methods:
-            if (subject, acq.name, method) in scores:
+        for method in variants:
+            label = method_label(method)
+            if (subject, acq.name, label) in scores:
                 continue
-            output = args.out / "restored" / re.sub(r"[^\w.-]+", "_", method) / f"{subject}_{acq.name}.nii.gz"
+            output = args.out / "restored" / re.sub(r"[^\w.-]+", "_", label) / f"{subject}_{acq.name}.nii.gz"
             if not output.exists():
                 restore(source, output, method)
-            scores[(subject, acq.name, method)] = score(output, reference, affine)
-            write_tables(args.out, scores, methods)
+            scores[(subject, acq.name, label)] = score(output, reference, affine, brain)
+            write_tables(args.out, scores)
     print((args.out / "scores.md").read_text())
     return 0
 

@@ -150,11 +150,16 @@ case ${1:-help} in
         for n in 2 3 4 6; do rows+=("interval $n: linear=$EVAL/intervals_$n:linear" "interval $n: random-interval net=$EVAL/intervals_$n:intervals"); done
         $PY -m inpaint.compare "${rows[@]}" "interval 5: linear=$EVAL/ablation:linear" \
             "interval 5: random-interval net=$EVAL/ablation:intervals" "interval 5: base (trained at 5)=$EVAL/ablation:base" ;;
-    table_slice_resnet)  # the committed any-interval model at intervals 2-8 against linear and cubic
+    table_slice_resnet)  # the committed any-interval models at intervals 2-8 against linear and cubic (thin; thick)
         rows=()
         for n in 2 3 4 5 6 7 8; do
             rows+=("interval $n: linear=$EVAL/slice_resnet_$n:linear" "interval $n: cubic=$EVAL/slice_resnet_$n:cubic"
                    "interval $n: slice_resnet=$EVAL/slice_resnet_$n:slice_resnet")
+            if [[ -d $EVAL/slice_resnet_thick_$n ]]; then
+                rows+=("interval $n thick: linear=$EVAL/slice_resnet_thick_$n:linear"
+                       "interval $n thick: slice_resnet (thin model)=$EVAL/slice_resnet_thick_$n:slice_resnet"
+                       "interval $n thick: slice_resnet_thick=$EVAL/slice_resnet_thick_$n:slice_resnet_thick")
+            fi
         done
         $PY -m inpaint.compare "${rows[@]}" ;;
     table_thick)

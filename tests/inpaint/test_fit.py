@@ -65,6 +65,7 @@ def test_training_writes_config_checkpoints_and_metrics(tiny_root, tmp_path):
     checkpoint = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=False)
     hparams = checkpoint["hyper_parameters"]
     assert hparams["config"]["generator"]["name"] == "dense_unet" and hparams["data_info"]["interval"] == 5
+    assert hparams["data_info"]["orientation"] == "RAS"  # the tiny phantoms' (identity affine), slice axis last
     assert not any("vgg" in k.lower() for k in checkpoint["state_dict"])
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
-from inpaint.geometry import kept_indices, known_mask, slice_axis
+from inpaint.geometry import kept_indices, known_mask, slice_axis, slice_last_permutation
 
 
 def affine_from(columns: list[list[float]]) -> np.ndarray:
@@ -85,3 +86,22 @@ def test_kept_indices_and_known_mask(n, interval, offset, expected):
 def test_kept_indices_errors(n, interval, offset, message):
     with pytest.raises(ValueError, match=message):
         kept_indices(n, interval, offset)
+
+
+@pytest.mark.parametrize(("codes", "frame"), [("LAS", (False, (False, False, False))), ("RAS", (False, (True, False, False))),
+                                              ("LPS", (False, (False, True, False))), ("LIA", (False, (False, False, True))),
+                                              ("ALS", (True, (False, False, False))), ("RPI", (False, (True, True, True)))])
+def test_network_frame_turns_any_storage_into_the_learnt_one_and_back(codes, frame):
+    from inpaint.geometry import from_network_frame, network_frame, to_network_frame
+
+    ornt = nib.orientations.axcodes2ornt(tuple(codes))
+    affine = np.eye(4)
+    affine[:3, :3] = 0
+    for voxel_axis, (world, sign) in enumerate(ornt):
+        affine[int(world), voxel_axis] = sign * 0.9
+    axis = slice_axis(affine)
+    assert network_frame(affine, axis) == frame
+    volume = torch.rand(5, 6, 7)
+    assert torch.equal(from_network_frame(to_network_frame(volume, frame), frame), volume)
+    assert network_frame(affine, axis, trained="".join(codes[a] for a in slice_last_permutation(axis))) == \
+        (False, (False, False, False))  # a model that learnt this storage sees it as it is

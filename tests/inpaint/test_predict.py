@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -281,6 +282,15 @@ def test_bad_options_are_one_line_errors_before_any_work(tmp_path, capsys, monke
     output = [] if "-o" in extra else ["-o", str(tmp_path / "out.nii.gz")]
     code, _, err = run(capsys, sparse, *output, *extra, "--method", "linear")
     assert_one_line_error(code, err, needle)
+
+
+def test_mask_auto_without_bet_is_a_one_line_error_before_any_work(tmp_path, capsys, monkeypatch):
+    sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(), LAS, 2)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "brainextractor" else find_spec(name, *a))
+    monkeypatch.setattr("inpaint.predict.predict_file", lambda *a: pytest.fail("no work should start"))
+    code, _, err = run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--method", "linear", "--mask", "auto")
+    assert_one_line_error(code, err, "--mask auto needs brainextractor", ".[skull]")
 
 
 def test_unwritable_output_folder_and_missing_cuda_are_caught_before_any_work(tmp_path, capsys, monkeypatch):

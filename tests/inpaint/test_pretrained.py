@@ -24,7 +24,8 @@ def test_every_pretrained_name_has_its_file_and_card():
 
 
 @pytest.mark.parametrize(("name", "generator", "intervals"), [("pretrained-dense-unet", "dense_unet", "interval 5"),
-                                                              ("pretrained", "slice_resnet", "intervals 2–8")])
+                                                              ("pretrained", "slice_resnet", "intervals 2–8"),
+                                                              ("pretrained-thick", "slice_resnet", "intervals 2–8")])
 def test_each_card_matches_its_file(name, generator, intervals):
     path = PRETRAINED / PRETRAINED_MODELS[name]
     module = load_module(name)
@@ -48,10 +49,24 @@ def test_pretrained_predicts_a_sparse_scan_from_the_cli(tmp_path, capsys):
     np.testing.assert_allclose(dense[:, :, ::5], nib.load(sparse).get_fdata(), atol=1e-3)  # trained with DC
 
 
-def test_pretrained_beats_linear_on_a_test_subject(shared_data, tmp_path, capsys):
+def test_pretrained_thick_restores_the_acquired_slices_too(tmp_path, capsys):
+    volume = phantom(seed=5)
+    sparse = make_sparse(tmp_path / "sparse.nii.gz", volume, np.eye(4), 2)
+    assert predict([str(sparse), "-o", str(tmp_path / "dense.nii.gz"), "--checkpoint", "pretrained-thick"]) == 0, \
+        capsys.readouterr().err
+    module = load_module("pretrained-thick")
+    assert module.thick_slices and not module.model_cfg["data_consistency"]
+    dense = nib.load(tmp_path / "dense.nii.gz").get_fdata()
+    assert dense.shape == (40, 44, 36) and np.isfinite(dense).all()
+    acquired = nib.load(sparse).get_fdata()
+    assert np.abs(dense[:, :, ::5] - acquired).max() > 1.0  # slab means are not copied: the model predicts them
+
+
+@pytest.mark.parametrize(("name", "acquisition"), [("pretrained", []), ("pretrained-thick", ["--thick-slices"])])
+def test_pretrained_beats_linear_on_a_test_subject(shared_data, tmp_path, capsys, name, acquisition):
     out = tmp_path / "eval"
-    assert evaluate(["--data", str(shared_data), "--subjects", "sub-11", "--checkpoint", "model=pretrained",
-                     "--methods", "linear", "--no-figures", "--out", str(out)]) == 0
+    assert evaluate(["--data", str(shared_data), "--subjects", "sub-11", "--checkpoint", f"model={name}",
+                     "--methods", "linear", "--no-figures", "--out", str(out), *acquisition]) == 0
     capsys.readouterr()
     rows = {r.split(",")[1]: [float(v) for v in r.split(",")[2:6]] for r in (out / "metrics.csv").read_text().split()[1:]}
     (psnr, ssim, hfen, _), (psnr0, ssim0, hfen0, _) = rows["model"], rows["linear"]

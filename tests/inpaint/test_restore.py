@@ -107,3 +107,27 @@ def test_evaluate_without_cuda_says_so(tiny_root, tmp_path, capsys, monkeypatch)
     assert evaluate(["--data", str(tiny_root), "--checkpoint", "net=pretrained", "--device", "cuda",
                      "--out", str(tmp_path / "e")]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("codes", ["RAS", "LPS", "ALS", "RPI"])
+def test_a_network_sees_every_file_in_the_orientation_it_learnt(codes):
+    from inpaint.data.degrade import degrade
+    from tests.conftest import phantom
+
+    restorer = Restorer(load_module("pretrained"))  # learnt LAS (ds002748)
+    las = np.diag([-1.0, 1.0, 1.0, 1.0])
+    volume = torch.from_numpy(phantom((40, 44, 41)))
+    expected = restorer(degrade(volume, las), affine=las)
+    ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("L", "A", "S")),
+                                           nib.orientations.axcodes2ornt(tuple(codes)))
+    stored = torch.from_numpy(nib.orientations.apply_orientation(volume.numpy(), ornt).copy())
+    affine = las @ nib.orientations.inv_ornt_aff(ornt, tuple(volume.shape))  # the same world, stored as `codes`
+    assert "".join(nib.aff2axcodes(affine)) == codes
+    out = restorer(degrade(stored, affine, offset=0), affine=affine)
+    back = nib.orientations.apply_orientation(out.numpy(), nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt(tuple(codes)), nib.orientations.axcodes2ornt(("L", "A", "S"))))
+    np.testing.assert_allclose(back, expected.numpy(), atol=1e-3)
+    as_stored = restorer(degrade(stored, affine, offset=0))  # without the affine: the file's own voxel order
+    assert np.abs(nib.orientations.apply_orientation(as_stored.numpy(), nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt(tuple(codes)), nib.orientations.axcodes2ornt(("L", "A", "S")))) -
+        expected.numpy()).max() > 1.0  # the network is not flip-invariant: the frame matters

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import sys
 
@@ -10,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from inpaint.geometry import kept_indices
 from inpaint.interpolate import fill_missing
@@ -39,7 +41,7 @@ def test_a_thin_acquisition_scores_as_the_protocol_linear_fill_in_any_orientatio
     real_scans.write_acquisition(source, data, affine, acq)
     assert "".join(nib.aff2axcodes(nib.load(source).affine)) == orientation
     real_scans.restore(source, tmp_path / "out.nii.gz", "linear")
-    scores = real_scans.score(tmp_path / "out.nii.gz", reference, AFFINE)
+    scores = real_scans.score(tmp_path / "out.nii.gz", reference, AFFINE, reference > 0)
     covered = (reference.shape[2] - 1) // 5 * 5 + 1  # the field of view ends at the last acquired slice
     fill = fill_missing(torch.from_numpy(reference[:, :, :covered]), 2, kept_indices(covered, 5)).numpy()
     restored = reference.copy()
@@ -74,8 +76,62 @@ def test_the_command_restores_scores_and_resumes(tmp_path, capsys, real_scans):
     assert real_scans.main(argv) == 0
     table = (tmp_path / "out" / "scores.md").read_text()
     assert "| sub-01 | thick-4mm-gap-0.4 |" in table and "| sub-01 | LIA-mgz |" in table
+    assert "- cubic: better than linear on " in table and " of 2 files (PSNR/SSIM/HFEN)" in table
     rows = (tmp_path / "out" / "scores.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 2
     (tmp_path / "out" / "restored" / "cubic" / "sub-01_LIA-mgz.nii.gz").unlink()
     assert real_scans.main(argv) == 0  # every score is kept: nothing is restored again
     assert not (tmp_path / "out" / "restored" / "cubic" / "sub-01_LIA-mgz.nii.gz").exists()
+
+
+def test_a_synthetic_head_keeps_its_brain_inside_skull_and_scalp(real_scans):
+    brain = phantom(shape=(72, 80, 64)).astype(np.float64)  # ~14 x 16 x 13 cm at 2 mm: brain-sized
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    head, mask, padded = real_scans.whole_head(brain, affine)
+    pad = (head.shape[0] - brain.shape[0]) // 2
+    assert pad == 10 and head.shape == tuple(n + 2 * pad for n in brain.shape)
+    np.testing.assert_allclose(padded[:3, 3], -2.0 * pad)  # voxel 0 moved out by the padding
+    inner = head[pad:-pad, pad:-pad, pad:-pad]
+    np.testing.assert_array_equal(inner[brain > 0], brain[brain > 0].astype(np.float32))  # the brain untouched
+    assert mask.sum() == (brain > 0).sum()
+    shell = ndimage.binary_dilation(mask, iterations=7) & ~mask  # up to 14 mm out: CSF, skull, diploe, muscle
+    assert head[shell].mean() > 0.2 * brain[brain > 0].mean() and (head[~mask] == 0).mean() > 0.2  # then air
+
+
+@pytest.mark.skipif(importlib.util.find_spec("brainextractor") is None, reason="needs the skull extra (brainextractor)")
+def test_predict_mask_auto_finds_the_brain_of_a_sparse_head_with_bet(tmp_path, capsys, caplog, monkeypatch, real_scans):
+    from inpaint import predict, skull
+
+    brain = phantom(shape=(72, 80, 64)).astype(np.float64)
+    brain[brain > 0] = 700 + 0.2 * (brain[brain > 0] - 600)  # a brain's contrast: +-20 %, not the phantom's +-100 %
+    head, mask, affine = real_scans.whole_head(brain, np.diag([2.0, 2.0, 2.0, 1.0]))
+    acq = real_scans.Acquisition("head", 6.0, 6.0, head=True)
+    sparse, sparse_affine = real_scans.acquire(head.astype(np.float64), affine, acq)
+    truth = real_scans.acquire(mask.astype(np.float64), affine, acq)[0] > 0.5
+    write_nifti(tmp_path / "head.nii.gz", sparse, sparse_affine)
+    found = []
+    monkeypatch.setattr(predict, "bet_mask", lambda *a: found.append(skull.bet_mask(*a)) or found[-1])
+    with caplog.at_level(logging.INFO, logger="inpaint"):
+        assert predict.main([str(tmp_path / "head.nii.gz"), "-o", str(tmp_path / "out.nii.gz"), "--method", "linear",
+                             "--mask", "auto"]) == 0, capsys.readouterr().err
+    assert "BET" in caplog.text and "whole head" not in caplog.text
+    bet = found[0].numpy()
+    assert bet.shape == truth.shape
+    assert (bet & truth).sum() > 0.98 * truth.sum()  # the brain is inside (the network will fill all of it)
+    assert bet.sum() < 1.3 * truth.sum()  # and not much more: BET keeps some CSF, not the scalp
+
+
+def test_a_head_file_gets_its_mask_and_each_network_is_run_plain_with_the_mask_and_with_bet(tmp_path, real_scans):
+    mask = tmp_path / "sub-01_head_mask.nii.gz"
+    variants = real_scans.head_variants(["linear", "pretrained"], mask)
+    bet = ["pretrained --mask auto"] if importlib.util.find_spec("brainextractor") else []
+    assert variants == ["linear", "pretrained", f"pretrained --mask {mask}", *bet]
+    assert [real_scans.method_label(v) for v in variants[2:]] == ["pretrained --mask FILE", *bet]
+    brain = phantom(shape=(72, 80, 64), seed=2)
+    write_nifti(tmp_path / "refs" / "sub-01_T1w.nii.gz", brain, np.diag([2.0, 2.0, 2.0, 1.0]))
+    out = tmp_path / "out"
+    assert real_scans.main(["--data", str(tmp_path / "refs"), "--subjects", "sub-01", "--out", str(out),
+                            "--method", "linear", "--only", "head-thick-5mm"]) == 0
+    written = nib.load(out / "set" / "sub-01_head-thick-5mm_mask.nii.gz").get_fdata()
+    assert set(np.unique(written)) == {0.0, 1.0} and 0.1 < written.mean() < 0.6
+    assert "| sub-01 | head-thick-5mm |" in (out / "scores.md").read_text()
