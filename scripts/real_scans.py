@@ -110,12 +110,15 @@ def acquire(reference: np.ndarray, affine: np.ndarray, acq: Acquisition) -> tupl
     """Sample one acquisition from a (X, Y, Z) reference whose slice axis is 2; returns (data, affine) in LAS+tilt.
 
     Voxel 0 of the result is reference voxel 0 (rotated about the volume's centre when tilted); its slice
-    axis is 2, spaced ``acq.spacing`` mm; its in-plane axes are the reference's, at ``acq.inplane`` mm.
+    axis is 2, spaced ``acq.spacing`` mm; its in-plane axes are the reference's, at ``acq.inplane`` mm. A
+    tilted acquisition starts from the world axes nearest the reference's, so ``acq.tilt`` is its obliquity.
     """
     zooms = np.linalg.norm(affine[:3, :3], axis=0)
     inplane = [acq.inplane or zooms[0], acq.inplane or zooms[1]]
     shape = [int(math.floor((n - 1) * z / s + 1e-6)) + 1 for n, z, s in zip(reference.shape, zooms, [*inplane, acq.spacing], strict=True)]
     directions = affine[:3, :3] / zooms
+    if acq.tilt:  # tilted from the world's axial plane, whatever the reference's own obliquity (sub-30: 10 degrees)
+        directions = nib.orientations.inv_ornt_aff(nib.orientations.io_orientation(affine), (1, 1, 1))[:3, :3]
     angle = math.radians(acq.tilt)
     rotation = np.array([[1, 0, 0], [0, math.cos(angle), -math.sin(angle)], [0, math.sin(angle), math.cos(angle)]])
     centre = affine[:3, :3] @ ((np.array(reference.shape) - 1) / 2) + affine[:3, 3]

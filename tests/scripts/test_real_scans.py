@@ -63,6 +63,11 @@ def test_thick_tilted_and_resampled_acquisitions_have_their_geometry(real_scans)
     assert data.shape == (math.floor(39 / 0.5) + 1, math.floor(43 / 0.5) + 1, math.floor(35 / 4.4) + 1)
     normal = affine[:3, 2] / 4.4
     assert math.degrees(math.acos(abs(normal[2]))) == pytest.approx(20.0)
+    oblique = AFFINE.copy()  # a reference already 10 degrees oblique: the tilt is still 20 from the world's axial
+    c, s = math.cos(math.radians(10)), math.sin(math.radians(10))
+    oblique[:3, :3] = np.array([[1, 0, 0], [0, c, -s], [0, s, c]]) @ AFFINE[:3, :3]
+    normal = real_scans.acquire(reference, oblique, acq)[1][:3, 2] / 4.4
+    assert math.degrees(math.acos(abs(normal[2]))) == pytest.approx(20.0)
     untilted, _ = real_scans.acquire(reference, AFFINE, real_scans.Acquisition("slab", 5.0, 5.0))
     slab = reference[:, :, 3:8].mean(axis=2)  # slice 1 (z = 5 mm) averages z in [2.5, 7.5] mm: mostly slices 3..7
     centre = slice(12, 28), slice(12, 32)
