@@ -52,9 +52,14 @@ def head_signs(volume: torch.Tensor, spacing: list[float]) -> list[str]:
     return signs
 
 
+def bet_available() -> bool:
+    """``brainextractor`` (the ``skull`` extra) is installed."""
+    return importlib.util.find_spec("brainextractor") is not None
+
+
 def require_bet() -> None:
     """One-line error unless ``brainextractor`` is installed (checked before any work)."""
-    if importlib.util.find_spec("brainextractor") is None:
+    if not bet_available():
         raise InputError("--mask auto needs brainextractor (BET): pip install -e '.[skull]' in this venv, or give "
                          "--mask FILE")
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import math
 import re
 import shlex
@@ -41,7 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inpaint import predict  # noqa: E402
 from inpaint.data.io import atomic_write, read_volume  # noqa: E402
 from inpaint.data.subjects import read_split_file  # noqa: E402
+from inpaint.interpolate import METHODS  # noqa: E402
 from inpaint.metrics import volume_metrics  # noqa: E402
+from inpaint.skull import bet_available  # noqa: E402
 
 SLAB_STEP = 0.25  # mm between the samples that average a thick slice
 # A synthetic head around a skull-stripped brain: (outer distance from the brain in mm, intensity as a
@@ -180,7 +181,7 @@ def restore(source: Path, output: Path, method: str) -> None:
     """``python -m inpaint.predict SOURCE -o OUTPUT --method M`` (or ``--checkpoint M``) and no other flag, unless
     the method names some: ``"M --grid input"``; whole heads add ``--mask FILE`` (the brain mask) or ``--mask auto``."""
     name, *flags = shlex.split(method)
-    how = ["--method", name] if name in ("linear", "cubic") else ["--checkpoint", name]
+    how = ["--method", name] if name in METHODS else ["--checkpoint", name]
     if predict.main([str(source), "-o", str(output), *how, *flags]) != 0:
         raise SystemExit(f"error: predict failed on {source} with {method}; see above")
 
@@ -188,8 +189,8 @@ def restore(source: Path, output: Path, method: str) -> None:
 def head_variants(methods: list[str], mask: Path) -> list[str]:
     """The methods of a whole-head file: each as given, then each network with the true brain mask and with BET's
     (``--mask auto``, where the ``skull`` extra is installed)."""
-    networks = [m for m in methods if shlex.split(m)[0] not in ("linear", "cubic")]
-    bet = [f"{m} --mask auto" for m in networks] if importlib.util.find_spec("brainextractor") else []
+    networks = [m for m in methods if shlex.split(m)[0] not in METHODS]
+    bet = [f"{m} --mask auto" for m in networks] if bet_available() else []
     return methods + [f"{m} --mask {shlex.quote(str(mask))}" for m in networks] + bet
 
 
