@@ -38,7 +38,8 @@ from inpaint.inference import patch_borders
 from inpaint.interpolate import METHODS
 from inpaint.metrics import seam_ratio, volume_metrics
 from inpaint.morphometry import COLUMNS as MORPHOMETRY_COLUMNS
-from inpaint.morphometry import MorphometryScorer
+from inpaint.morphometry import THICKNESS_METHODS, MorphometryScorer
+from inpaint.morphometry_groups import evaluate_section
 from inpaint.morphometry_report import morphometry_figures, morphometry_markdown, regional_agreement
 from inpaint.reporting import read_rows, summary_markdown
 from inpaint.restore import ACQUISITION, Restorer, add_arguments, check_settings, defaults, overrides
@@ -48,7 +49,8 @@ from inpaint.skull import head_signs
 
 log = logging.getLogger("inpaint")
 COLUMNS = ["subject", "method", "psnr", "ssim", "hfen", "psnr_missing", "seam", "seconds"]
-SETTINGS = ("interval", "offset", "overlap", "aggregation", "segment", "morphometry", "thick_slices", "data_consistency")
+SETTINGS = ("interval", "offset", "overlap", "aggregation", "segment", "morphometry", "thickness", "thick_slices",
+            "data_consistency")
 
 
 class SubjectError(InputError):
@@ -270,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also regional GM volume and cortical thickness (AAL2, the paper's 8 regions), tissue Dice "
                              "with template priors, GM maps in MNI (pip install -e .[segment]; slow: a registration per subject, a "
                              "segmentation and a thickness map per volume)")
+    parser.add_argument("--thickness", choices=THICKNESS_METHODS, default=THICKNESS_METHODS[0],
+                        help="--morphometry's cortical thickness: distance (WM + outer-boundary distances, seconds) or "
+                             "direct (DiReCT, ants.kelly_kapowski, minutes per volume) (default: %(default)s)")
     return parser
 
 
@@ -293,7 +298,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
     columns = COLUMNS + (SEGMENT_COLUMNS if args.segment else []) + (MORPHOMETRY_COLUMNS if args.morphometry else [])
     done = prepare_outdir(args, settings, columns)
     scorer = TissueScorer(Path(args.out), fresh=not args.resume) if args.segment else None
-    scorers = tuple(s for s in (scorer, MorphometryScorer(Path(args.out), fresh=not args.resume)
+    scorers = tuple(s for s in (scorer, MorphometryScorer(Path(args.out), fresh=not args.resume, thickness=args.thickness)
                                 if args.morphometry else None) if s is not None)
     panel_name = args.panel_subject or volumes[0].name
     if args.panel_subject and panel_name not in {v.name for v in volumes}:
@@ -333,7 +338,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
     if args.morphometry:
         references = read_rows(out / "morphometry" / "reference.csv")
         table = regional_agreement(rows, references, list(methods))
-        summary += "\n".join(morphometry_markdown(table, references, list(methods))) + "\n"
+        summary += "\n".join(morphometry_markdown(table, rows, references, list(methods), args.thickness)
+                             + evaluate_section(out, args.data, list(methods), not args.no_figures)) + "\n"
         if not args.no_figures:
             morphometry_figures(table, rows, references, list(methods), out)
     (out / "summary.md").write_text(summary)

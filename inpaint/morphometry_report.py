@@ -17,8 +17,10 @@ import nibabel as nib
 import numpy as np
 
 from inpaint.morphometry import HEMISPHERES, REGIONS
+from inpaint.reporting import segment_markdown
 
 QUANTITIES = {"gm_ml": "GM volume (mL)", "thickness_mm": "cortical thickness (mm)"}
+THICKNESS_NAMES = {"distance": "distance thickness", "direct": "DiReCT thickness"}
 
 
 def paired_values(rows: list[dict[str, Any]], references: list[dict[str, Any]], method: str, region: str,
@@ -46,9 +48,10 @@ def regional_agreement(rows: list[dict[str, Any]], references: list[dict[str, An
     return table
 
 
-def morphometry_markdown(table: list[dict[str, Any]], references: list[dict[str, Any]], methods: list[str]) -> list[str]:
-    """The summary.md section: the regional agreement tables and the prior-based tissue ceiling."""
-    lines = ["", "## Morphometry (AAL2 regions of Kang et al. Fig. 6; MNI152 2009 priors; DiReCT thickness)", "",
+def morphometry_markdown(table: list[dict[str, Any]], rows: list[dict[str, Any]], references: list[dict[str, Any]],
+                         methods: list[str], thickness: str = "distance") -> list[str]:
+    """The summary.md section: the regional agreement tables and the template-prior tissue table (with its ceiling)."""
+    lines = ["", f"## Morphometry (AAL2 regions of Kang et al. Fig. 6; MNI152 2009 priors; {THICKNESS_NAMES[thickness]})", "",
              f"Per region, both hemispheres pooled ({len(references)} subjects x 2 points): Pearson r against the "
              "reference and the mean bias (method - reference). Files: morphometry/, figures/morphometry_*.png.", ""]
     for quantity, label in QUANTITIES.items():
@@ -62,11 +65,8 @@ def morphometry_markdown(table: list[dict[str, Any]], references: list[dict[str,
                 cells.append(f"{row['r']:.3f} / {row['bias']:+.3f}{unit}")
             lines.append(f"| {region.replace('_', ' ')} | " + " | ".join(cells) + " |")
         lines.append("")
-    if references:
-        ceiling = {t: np.mean([float(r[f"ceiling_dice_{t}"]) for r in references]) for t in ("gm", "wm", "csf")}
-        lines.append("Reference segmented twice with the same priors (Dice ceiling): "
-                     + ", ".join(f"{t.upper()} {v:.4f}" for t, v in ceiling.items()) + ".")
-    return lines
+    return lines + segment_markdown(rows, methods, references, prefix="prior_",
+                                    title="Tissue segmentation with the template priors (Atropos, in the brain mask)")
 
 
 def voxelwise_maps(folder: Path, subjects: list[str], method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -91,29 +91,38 @@ def versions() -> str:
             f"nibabel {nib.__version__}, {platform.platform()}")
 
 
-def segment_markdown(rows: list[dict[str, Any]], methods: list[str], references: list[dict[str, Any]]) -> list[str]:
-    """Dice per tissue, volume bias (method - reference, mL) and volume correlation with the reference."""
+SEGMENT_TITLE = "Tissue segmentation (ANTsPy Atropos, 3 classes, in the brain mask)"
+
+
+def segment_markdown(rows: list[dict[str, Any]], methods: list[str], references: list[dict[str, Any]],
+                     prefix: str = "", title: str = SEGMENT_TITLE) -> list[str]:
+    """Dice per tissue, volume bias (method - reference, mL) and volume correlation with the reference.
+
+    ``prefix``: of the ``dice_*`` / ``vol_*`` columns (``prior_`` for ``--morphometry``'s template-prior Atropos).
+    """
     tissues = ("gm", "wm", "csf")
-    failed = [r for r in references if degenerate_segmentation(r)]
-    references = [r for r in references if not degenerate_segmentation(r)]
+    failed = [r for r in references if degenerate_segmentation(r, prefix)]
+    references = [r for r in references if not degenerate_segmentation(r, prefix)]
     reference = {r["subject"]: r for r in references}
     header = [f"Dice {t.upper()}" for t in tissues] + [f"{t.upper()} volume bias (mL)" for t in tissues] + [
         f"r {t.upper()} volume" for t in tissues]
-    lines = ["", "## Tissue segmentation (ANTsPy Atropos, 3 classes, in the brain mask)", "",
+    lines = ["", f"## {title}", "", f"{len(references)} subjects.", "",
              "| method | " + " | ".join(header) + " |", "|" + "---|" * (len(header) + 1)]
     ceiling = [mean_std(np.array([r[f"ceiling_dice_{t}"] for r in references]), "{:.4f}") for t in tissues]
     lines.append("| reference segmented twice (ceiling) | " + " | ".join(ceiling + ["—"] * 6) + " |")
     table = by_method(rows)
     for m in [m for m in methods if m in table]:
         pairs = [(r, reference[s]) for s, r in table[m].items() if s in reference]
-        cells = [mean_std(np.array([r[f"dice_{t}"] for r, _ in pairs]), "{:.4f}") for t in tissues]
-        cells += [mean_std(np.array([r[f"vol_{t}"] - ref[f"vol_{t}"] for r, ref in pairs]), "{:+.1f}") for t in tissues]
+        cells = [mean_std(np.array([r[f"{prefix}dice_{t}"] for r, _ in pairs]), "{:.4f}") for t in tissues]
+        cells += [mean_std(np.array([r[f"{prefix}vol_{t}"] - ref[f"{prefix}vol_{t}"] for r, ref in pairs]), "{:+.1f}")
+                  for t in tissues]
         for t in tissues:
-            a, b = (np.array([p[i][f"vol_{t}"] for p in pairs]) for i in (0, 1))
+            a, b = (np.array([p[i][f"{prefix}vol_{t}"] for p in pairs]) for i in (0, 1))
             cells.append(f"{np.corrcoef(a, b)[0, 1]:.3f}" if len(pairs) > 2 and a.std() > 0 and b.std() > 0 else "—")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     if failed:
-        detail = "; ".join(f"{r['subject']} (" + ", ".join(f"{t.upper()} {r[f'vol_{t}']:.1f} mL" for t in tissues) + ")"
+        detail = "; ".join(f"{r['subject']} (" + ", ".join(f"{t.upper()} {r[f'{prefix}vol_{t}']:.1f} mL" for t in tissues)
+                           + ")"
                            for r in failed)
         lines += ["", f"Excluded from this table: the reference segmentation of {len(failed)} subject(s) has a tissue class "
                   f"under {DEGENERATE_FRACTION:.0%} of the brain, i.e. Atropos failed on the reference itself (twice alike): "
@@ -124,9 +133,9 @@ def segment_markdown(rows: list[dict[str, Any]], methods: list[str], references:
 DEGENERATE_FRACTION = 0.05  # a tissue class this small a fraction of the brain means a failed segmentation
 
 
-def degenerate_segmentation(reference: dict[str, Any]) -> bool:
-    """True when one tissue of a ``segment_reference.csv`` row holds < 5 % of the brain volume."""
-    volumes = [reference[f"vol_{t}"] for t in ("gm", "wm", "csf")]
+def degenerate_segmentation(reference: dict[str, Any], prefix: str = "") -> bool:
+    """True when one tissue of a reference row (``segment_reference.csv``; ``prefix``) holds < 5 % of the brain."""
+    volumes = [reference[f"{prefix}vol_{t}"] for t in ("gm", "wm", "csf")]
     return min(volumes) < DEGENERATE_FRACTION * sum(volumes)
 
 

@@ -49,6 +49,14 @@ evaluate() {  # evaluate OUT PYTHON ARGS...: the test split, paper protocol unle
     $python -m inpaint.evaluate --data "$DATA" --split "$SPLIT" --split-name test --out "$EVAL/$out" --resume "$@"
 }
 
+morphometry() {  # morphometry OUT SPLIT ARGS...: evaluate --morphometry in the segment venv, ANTs on 2 threads
+    local out=$1 split=$2
+    shift 2
+    ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=${ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS:-2} OMP_NUM_THREADS=2 \
+        $SEGMENT_PY -m inpaint.evaluate --data "$DATA" --split "$SPLIT" --split-name "$split" --out "$EVAL/$out" \
+        --resume --morphometry "$@"
+}
+
 case ${1:-help} in
     # --- training ---------------------------------------------------------------------------------
     train_ours)  # 880 steps (5 epochs x 176), lr x0.3 after epoch 4; its epoch-1 checkpoint is the ablation base
@@ -107,6 +115,17 @@ case ${1:-help} in
                     --checkpoint slice_resnet_thick=inpaint/assets/pretrained/slice_resnet_thick.ckpt --checkpoint slice_resnet=inpaint/assets/pretrained/slice_resnet.ckpt
             fi
         done ;;
+    eval_morphometry)  # regional GM volume, thickness, GM maps in MNI (issue 14): linear, cubic, pretrained; resumes
+        morphometry morphometry test --methods linear,cubic --panel-subject sub-11 \
+            --checkpoint pretrained=inpaint/assets/pretrained/slice_resnet.ckpt ;;
+    eval_morphometry_val)  # the same on the 4 validation subjects (held out from training too: the group pattern)
+        morphometry morphometry_val val --methods linear,cubic --no-figures \
+            --checkpoint pretrained=inpaint/assets/pretrained/slice_resnet.ckpt ;;
+    eval_morphometry_train)  # the 44 training subjects, classical methods only (a network never scores its own training data)
+        morphometry morphometry_train train --methods linear,cubic --no-figures ;;
+    groups_morphometry)  # the group pattern (depressed - control) over the folders above: Kang et al. Fig. 7
+        $SEGMENT_PY -m inpaint.morphometry_groups "$EVAL/morphometry" "$EVAL/morphometry_val" "$EVAL/morphometry_train" \
+            --participants "$DATA/participants.tsv" --out "$EVAL/groups" --overwrite ;;
     eval_slice_resnet)  # the campaign's best checkpoint (by val PSNR at interval 5) on the test split, interval 5
         evaluate slice_resnet "$PY" --methods linear --checkpoint slice_resnet="$CAMPAIGN/checkpoints/best.ckpt" ;;
     curve_slice_resnet)  # docs/figures/learning_curve.png: its validation gain against patches and CPU-hours

@@ -99,13 +99,14 @@ def test_segmentation_with_priors_finds_the_template_tissues(space, subject):
     np.testing.assert_allclose((tissues["csf"] + tissues["gm"] + tissues["wm"])[mask], 1.0, atol=0.02)
 
 
-def test_thickness_of_a_shell_is_its_width():
+@pytest.mark.parametrize("method", morphometry.THICKNESS_METHODS)
+def test_thickness_of_a_shell_is_its_width(method):
     grid = np.stack(np.meshgrid(*[np.arange(48.0)] * 3, indexing="ij"), -1)
     radius = np.linalg.norm(grid - 23.5, axis=-1)
     wm, gm = (radius < 12).astype(np.float32), ((radius >= 12) & (radius < 15)).astype(np.float32)  # 3 mm of cortex
     labels = np.where(wm > 0, 3, np.where(gm > 0, 2, 0)).astype(np.uint8)
     like = to_ants(np.zeros((48, 48, 48)), np.eye(4))
-    thickness = morphometry.cortical_thickness({"labels": labels, "gm": gm, "wm": wm}, like)
+    thickness = morphometry.cortical_thickness({"labels": labels, "gm": gm, "wm": wm}, like, method)
     assert np.median(thickness[gm > 0]) == pytest.approx(3.0, abs=0.75)
     assert (thickness[labels != 2] == 0).all()
 

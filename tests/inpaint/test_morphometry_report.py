@@ -23,9 +23,14 @@ def tables() -> tuple[list[dict], list[dict]]:
     references, rows = [], []
     for subject in SUBJECTS:
         values = {f"{n}_{q}": float(rng.uniform(2, 10)) for n in REGION_NAMES for q in ("gm_ml", "thickness_mm")}
-        references.append({"subject": subject, **values, **{k: 0.9 for k in REFERENCE_COLUMNS if "ceiling" in k}})
-        rows.append({"subject": subject, "method": "plus", **{k: v + 1 for k, v in values.items()}})
-        rows.append({"subject": subject, "method": "noise", **{k: float(rng.uniform(2, 10)) for k in values}})
+        volumes = {f"prior_vol_{t}": float(rng.uniform(300, 600)) for t in ("gm", "wm", "csf")}
+        references.append({"subject": subject, **values, **volumes,
+                           **{k: 0.9 for k in REFERENCE_COLUMNS if "ceiling" in k}})
+        for method, dice, shift in (("plus", 0.8, 1), ("noise", 0.7, 0)):
+            tissues = {**{f"prior_dice_{t}": dice for t in ("gm", "wm", "csf")},
+                       **{k: v + 10 * shift for k, v in volumes.items()}}
+            regional = {k: v + 1 for k, v in values.items()} if shift else {k: float(rng.uniform(2, 10)) for k in values}
+            rows.append({"subject": subject, "method": method, **regional, **tissues})
     return rows, references
 
 
@@ -36,9 +41,13 @@ def test_a_shifted_method_has_r_1_and_its_shift_as_bias():
     for row in (t for t in table if t["method"] == "plus"):
         assert row["n"] == 2 * len(SUBJECTS) and row["r"] == pytest.approx(1.0) and row["bias"] == pytest.approx(1.0)
     assert all(abs(t["r"]) < 0.95 for t in table if t["method"] == "noise")
-    lines = morphometry_markdown(table, references, ["plus", "noise"])
+    lines = morphometry_markdown(table, rows, references, ["plus", "noise"])
     assert any(line.startswith("| hippocampus | 1.000 / +1.000") for line in lines)
-    assert any("Dice ceiling" in line for line in lines)
+    # the tissue table with every subject: ceiling, Dice, volume bias and r per method
+    assert f"{len(SUBJECTS)} subjects." in lines
+    assert any(line.startswith("| reference segmented twice (ceiling) | 0.9000") for line in lines)
+    plus = next(line for line in lines if line.startswith("| plus | 0.8000"))
+    assert "+10.0" in plus and plus.rstrip(" |").endswith("1.000")
 
 
 def test_voxelwise_maps_are_the_mean_paired_difference_and_its_t(tmp_path):

@@ -1,0 +1,273 @@
+"""The group pattern of Kang et al. Fig. 7: does a method's fill show the reference's group difference?
+
+Reads the output folders of ``inpaint.evaluate --morphometry`` (several are merged, e.g. the test split
+with the networks and the training split with the classical methods only: a network is scored only on
+subjects it did not train on, so its pattern covers fewer subjects) and ``participants.tsv`` (columns
+``participant_id``, ``group``, ``age``, ``sex`` or ``gender``).
+
+Per method, over the subjects it has rows for, a linear model per voxel of the smoothed, modulated GM
+maps in MNI and per region of the regional GM volume and thickness, ``value ~ 1 + group + age + sex``,
+gives the group's t (first group of ``--contrast`` minus the second). The reference's t over the *same*
+subjects is computed alike; the agreement is the Pearson r of the two t maps inside the analysis mask
+(mean reference GM > ``MASK_THRESHOLD``) and of the two sets of regional t values. Whether the reference
+itself shows a group difference is tested by permuting the group labels (family-wise p of the largest |t|).
+
+    python -m inpaint.morphometry_groups eval-out/ds002748_cpu/morphometry eval-out/ds002748_cpu/morphometry_train \\
+        --participants ../shared/data/ds002748/participants.tsv --out eval-out/ds002748_cpu/groups
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from inpaint.data.io import InputError, atomic_write, write_volume
+from inpaint.errors import report
+from inpaint.morphometry import REGION_NAMES
+from inpaint.morphometry_report import QUANTITIES
+from inpaint.reporting import read_rows
+
+CONTRAST = ("depr", "control")  # ds002748: depressed minus control
+MASK_THRESHOLD = 0.2  # analysis voxels: the subjects' mean smoothed, modulated reference GM above this
+PERMUTATIONS = 1000
+MIN_PER_GROUP = 2
+
+
+def read_participants(path: Path) -> dict[str, dict[str, Any]]:
+    """participants.tsv -> {subject: {"group", "age", "sex"}} (sex 1.0 for m/male, 0.0 otherwise)."""
+    with Path(path).open(newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    sex_column = next((c for c in ("sex", "gender") if rows and c in rows[0]), None)
+    if not rows or any(c not in rows[0] for c in ("participant_id", "group", "age")) or sex_column is None:
+        raise InputError(f"{path}: needs the columns participant_id, group, age and sex (or gender)")
+    return {r["participant_id"]: {"group": r["group"], "age": float(r["age"]),
+                                  "sex": float(r[sex_column].strip().lower() in ("m", "male"))} for r in rows}
+
+
+def design(subjects: list[str], participants: dict[str, dict[str, Any]], contrast: tuple[str, str] = CONTRAST) -> np.ndarray:
+    """(n, p) design: intercept, group (1 for ``contrast[0]``), centred age, and sex when both occur; column 1 is tested."""
+    missing = [s for s in subjects if s not in participants]
+    if missing:
+        raise InputError(f"{missing[0]} is not in participants.tsv; every evaluated subject needs a group")
+    info = [participants[s] for s in subjects]
+    age = np.array([i["age"] for i in info])
+    sex = np.array([i["sex"] for i in info])
+    columns = [np.ones(len(subjects)), np.array([float(i["group"] == contrast[0]) for i in info]), age - age.mean()]
+    if 0 < sex.sum() < len(sex):
+        columns.append(sex)
+    return np.stack(columns, 1)
+
+
+def group_t(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """t of the group coefficient (column 1 of ``x``, (n, p)) for each column of ``values`` (n, V) -> (V,)."""
+    xtx_inverse = np.linalg.inv(x.T @ x)
+    beta = xtx_inverse @ x.T @ values
+    residual = values - x @ beta
+    dof = x.shape[0] - x.shape[1]
+    variance = (residual**2).sum(0) / dof * xtx_inverse[1, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(variance > 0, beta[1] / np.sqrt(variance), 0.0)
+
+
+def permutation_p(values: np.ndarray, x: np.ndarray, permutations: int = PERMUTATIONS, seed: int = 0) -> float:
+    """Family-wise p of the largest |group t| over the columns of ``values`` (n, V), group labels permuted."""
+    rng = np.random.default_rng(seed)
+    observed = np.abs(group_t(values, x)).max()
+    exceed = 0
+    for _ in range(permutations):
+        shuffled = x.copy()
+        shuffled[:, 1] = rng.permutation(x[:, 1])
+        exceed += np.abs(group_t(values, shuffled)).max() >= observed
+    return (exceed + 1) / (permutations + 1)
+
+
+@dataclass
+class Measurements:
+    """What the evaluate folders hold: metrics rows, reference rows and GM map paths keyed (subject, name)."""
+
+    rows: list[dict[str, Any]]
+    references: dict[str, dict[str, Any]]
+    maps: dict[tuple[str, str], Path]
+
+    @classmethod
+    def read(cls, folders: list[Path]) -> Measurements:
+        rows, references, maps = [], {}, {}
+        for folder in map(Path, folders):
+            for needed in (folder / "metrics.csv", folder / "morphometry" / "reference.csv"):
+                if not needed.is_file():
+                    raise InputError(f"{needed} is missing: give folders written by inpaint.evaluate --morphometry")
+            for row in read_rows(folder / "metrics.csv"):
+                if any((r["subject"], r["method"]) == (row["subject"], row["method"]) for r in rows):
+                    raise InputError(f"{folder}: {row['subject']} {row['method']} is also in an earlier folder; "
+                                     "give each subject and method once")
+                rows.append(row)
+            references.update({r["subject"]: r for r in read_rows(folder / "morphometry" / "reference.csv")})
+            for path in (folder / "morphometry" / "gm_mni").glob("*.nii.gz"):
+                subject, name = path.name.removesuffix(".nii.gz").split("_", 1)
+                maps[(subject, name)] = path
+        return cls(rows, references, maps)
+
+    def subjects(self, method: str) -> list[str]:
+        """Subjects with a row, a reference row and both GM maps for ``method``, sorted."""
+        return sorted(r["subject"] for r in self.rows if r["method"] == method and r["subject"] in self.references
+                      and {(r["subject"], "reference"), (r["subject"], method)} <= self.maps.keys())
+
+    def stack(self, subjects: list[str], name: str) -> tuple[np.ndarray, np.ndarray]:
+        """GM maps of ``name`` (a method or ``reference``): (n, X, Y, Z) float32 and the affine."""
+        images = [nib.load(str(self.maps[(s, name)])) for s in subjects]
+        return np.stack([np.asarray(i.dataobj, dtype=np.float32) for i in images]), images[0].affine
+
+    def regional(self, subjects: list[str], name: str, quantity: str) -> np.ndarray:
+        """(n, regions) regional values of ``name`` (a method or ``reference``)."""
+        source = {s: self.references[s] for s in subjects} if name == "reference" else \
+            {r["subject"]: r for r in self.rows if r["method"] == name}
+        return np.array([[source[s][f"{region}_{quantity}"] for region in REGION_NAMES] for s in subjects], dtype=np.float64)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    return float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 and a.std() > 0 and b.std() > 0 else float("nan")
+
+
+def group_pattern(data: Measurements, participants: dict[str, dict[str, Any]], methods: list[str],
+                  contrast: tuple[str, str] = CONTRAST, permutations: int = PERMUTATIONS) -> list[dict[str, Any]]:
+    """Per method with ≥ ``MIN_PER_GROUP`` subjects in each group: t maps, regional t and their agreement.
+
+    Returns one dict per method: ``method``, ``subjects``, ``counts`` (per group), ``t_reference`` and
+    ``t_method`` (X, Y, Z), ``affine``, ``mask``, ``map_r``, ``p_reference`` (permutation, family-wise),
+    and per quantity ``regional_{q}`` = (t reference, t method) over ``REGION_NAMES`` and ``region_r_{q}``.
+    """
+    results = []
+    for method in methods:
+        subjects = data.subjects(method)
+        groups = [participants.get(s, {}).get("group") for s in subjects]
+        counts = {g: groups.count(g) for g in contrast}
+        if min(counts.values()) < MIN_PER_GROUP:
+            continue
+        x = design(subjects, participants, contrast)
+        reference, affine = data.stack(subjects, "reference")
+        mask = reference.mean(0) > MASK_THRESHOLD
+        t = {name: np.zeros(mask.shape, np.float32) for name in ("reference", method)}
+        for name in t:
+            values = reference if name == "reference" else data.stack(subjects, name)[0]
+            t[name][mask] = group_t(values[:, mask].astype(np.float64), x)
+        result = {"method": method, "subjects": subjects, "counts": counts, "t_reference": t["reference"],
+                  "t_method": t[method], "affine": affine, "mask": mask,
+                  "map_r": pearson(t["reference"][mask], t[method][mask]),
+                  "p_reference": permutation_p(reference[:, mask].astype(np.float64), x, permutations)}
+        for quantity in QUANTITIES:
+            pair = [group_t(data.regional(subjects, name, quantity), x) for name in ("reference", method)]
+            result[f"regional_{quantity}"] = pair
+            result[f"region_r_{quantity}"] = pearson(*pair)
+        results.append(result)
+    return results
+
+
+def group_markdown(results: list[dict[str, Any]], contrast: tuple[str, str] = CONTRAST) -> list[str]:
+    """The summary section: agreement per method, then the regional group t of the reference and each method."""
+    lines = ["", f"## Group pattern ({contrast[0]} - {contrast[1]}; GM ~ 1 + group + age + sex)", ""]
+    if not results:
+        return lines + [f"Fewer than {MIN_PER_GROUP} subjects in a group for every method: no pattern.", ""]
+    lines += ["| method | subjects (" + " / ".join(contrast) + ") | r of voxel t maps | r of regional GM t | "
+              "r of regional thickness t | reference max abs t (family-wise p) | method max abs t |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        mask = r["mask"]
+        lines.append(f"| {r['method']} | {len(r['subjects'])} ({' / '.join(str(r['counts'][g]) for g in contrast)}) | "
+                     f"{r['map_r']:.3f} | {r['region_r_gm_ml']:.3f} | {r['region_r_thickness_mm']:.3f} | "
+                     f"{np.abs(r['t_reference'][mask]).max():.2f} ({r['p_reference']:.3f}) | "
+                     f"{np.abs(r['t_method'][mask]).max():.2f} |")
+    for quantity, label in QUANTITIES.items():
+        lines += ["", f"Regional group t, {label} (reference over each method's subjects / method):", "",
+                  "| region | " + " | ".join(r["method"] for r in results) + " |", "|---|" + "---|" * len(results)]
+        for k, region in enumerate(REGION_NAMES):
+            cells = [f"{r[f'regional_{quantity}'][0][k]:+.2f} / {r[f'regional_{quantity}'][1][k]:+.2f}" for r in results]
+            lines.append(f"| {region.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def group_figure(results: list[dict[str, Any]], path: Path, limit: float = 4.0) -> Path:
+    """Rows of t maps (axial, coronal, sagittal through the peak of the reference's |t|): reference, then method."""
+    from inpaint.figures import _pyplot
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(2 * len(results), 3, figsize=(8, 2.6 * 2 * len(results)), squeeze=False, layout="constrained")
+    for k, r in enumerate(results):
+        peak = np.unravel_index(np.abs(r["t_reference"]).argmax(), r["t_reference"].shape)
+        for row, (image, name) in enumerate(((r["t_reference"], f"reference ({len(r['subjects'])} subjects)"),
+                                             (r["t_method"], r["method"]))):
+            for view in range(3):
+                ax = axes[2 * k + row, view]
+                shown = ax.imshow(np.rot90(np.take(image, peak[2 - view] if view != 1 else peak[1], axis=2 - view)),
+                                  cmap="RdBu_r", vmin=-limit, vmax=limit)
+                ax.set_axis_off()
+                if view == 0:
+                    ax.set_title(f"{name}: group t", fontsize=8, loc="left")
+        fig.colorbar(shown, ax=axes[2 * k:2 * k + 2, :], shrink=0.6)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def evaluate_section(out: Path, data_root: Path, methods: list[str], figures: bool) -> list[str]:
+    """``inpaint.evaluate --morphometry``'s group section for its own folder ``out``, when ``data_root`` has a
+    participants.tsv with a ``group`` column ([] otherwise); the figure goes to ``out/figures/group_t.png``."""
+    path = Path(data_root) / "participants.tsv"
+    if not path.is_file() or "group" not in path.read_text().splitlines()[0].split("\t"):
+        return []
+    results = group_pattern(Measurements.read([out]), read_participants(path), methods)
+    if results and figures:
+        group_figure(results, Path(out) / "figures" / "group_t.png")
+    return group_markdown(results)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m inpaint.morphometry_groups", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+", type=Path, metavar="EVAL_DIR", help="inpaint.evaluate --morphometry outputs")
+    parser.add_argument("--participants", required=True, type=Path, metavar="TSV", help="participants.tsv with group, age, sex")
+    parser.add_argument("--contrast", nargs=2, default=list(CONTRAST), metavar=("GROUP", "GROUP"),
+                        help=f"first minus second (default: {' '.join(CONTRAST)})")
+    parser.add_argument("--permutations", type=int, default=PERMUTATIONS, help=f"for the reference's p (default {PERMUTATIONS})")
+    parser.add_argument("--out", required=True, type=Path, metavar="OUTDIR", help="groups.md, figures/, t maps")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTDIR/groups.md")
+    return parser
+
+
+def write_report(args: argparse.Namespace) -> str:
+    """The t maps (NIfTI), the figure and groups.md of ``args``; returns groups.md's text."""
+    out_md = args.out / "groups.md"
+    if out_md.exists() and not args.overwrite:
+        raise InputError(f"{out_md} exists; pass --overwrite to replace it or choose another --out")
+    participants = read_participants(args.participants)
+    data = Measurements.read(args.folders)
+    methods = list(dict.fromkeys(r["method"] for r in data.rows))
+    results = group_pattern(data, participants, methods, tuple(args.contrast), args.permutations)
+    for r in results:
+        for name in ("reference", "method"):
+            write_volume(r[f"t_{name}"], r["affine"], args.out / f"group_t_{r['method']}_{name}.nii.gz", overwrite=True)
+    if results:
+        group_figure(results, args.out / "figures" / "group_t.png")
+    text = "\n".join([f"# Group pattern: {', '.join(map(str, args.folders))}", *group_markdown(results, tuple(args.contrast))])
+    atomic_write(out_md, text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        print(write_report(args))
+    except InputError as error:
+        return report(error)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

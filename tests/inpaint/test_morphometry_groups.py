@@ -1,0 +1,122 @@
+"""inpaint.morphometry_groups: the group t maps and regional t of the reference and of each method (no ANTs)."""
+
+from __future__ import annotations
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from inpaint.morphometry import REGION_NAMES
+from inpaint.morphometry_groups import design, evaluate_section, group_t, main, permutation_p
+
+QUANTITIES = ("gm_ml", "thickness_mm")
+SHAPE = (12, 14, 10)
+
+
+def write_folder(folder, subjects, groups, methods, rng):
+    """An evaluate --morphometry folder: the reference has a group effect in one corner and in regions 0-3;
+    ``faithful`` = reference + small noise; ``flat`` = no group effect at all."""
+    (folder / "morphometry" / "gm_mni").mkdir(parents=True)
+    rows, references = [], []
+    for subject in subjects:
+        effect = 1.0 if groups[subject] == "depr" else 0.0
+        base = rng.uniform(0.4, 0.6, SHAPE).astype(np.float32)
+        reference = base.copy()
+        reference[:4, :4, :4] += 0.3 * effect
+        regional = {f"{n}_{q}": 5 + rng.normal(0, 0.2) + (2 * effect if k < 4 else 0)
+                    for k, n in enumerate(REGION_NAMES) for q in QUANTITIES}
+        references.append({"subject": subject, **regional})
+        volumes = {"reference": reference, "faithful": reference + rng.normal(0, 0.002, SHAPE).astype(np.float32),
+                   "flat": base + rng.normal(0, 0.01, SHAPE).astype(np.float32)}
+        for name in ["reference", *methods]:
+            nib.save(nib.Nifti1Image(volumes[name], np.eye(4)), str(folder / "morphometry" / "gm_mni" / f"{subject}_{name}.nii.gz"))
+        for method in methods:
+            values = {k: v + rng.normal(0, 0.01) for k, v in regional.items()} if method == "faithful" else \
+                {k: 5 + rng.normal(0, 0.2) for k in regional}
+            rows.append({"subject": subject, "method": method, **values})
+    for path, table in ((folder / "metrics.csv", rows), (folder / "morphometry" / "reference.csv", references)):
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, list(table[0]))
+            writer.writeheader()
+            writer.writerows(table)
+
+
+@pytest.fixture
+def study(tmp_path):
+    rng = np.random.default_rng(0)
+    subjects = [f"sub-{i:02d}" for i in range(16)]
+    groups = {s: "depr" if i % 2 else "control" for i, s in enumerate(subjects)}
+    participants = tmp_path / "participants.tsv"
+    participants.write_text("participant_id\tage\tgender\tgroup\n" + "".join(
+        f"{s}\t{20 + 3 * i}\t{'m' if i % 3 else 'f'}\t{groups[s]}\n" for i, s in enumerate(subjects)))
+    # two folders, as the test split (with 'faithful', a network) and the training split (classical only)
+    write_folder(tmp_path / "held_out", subjects[:6], groups, ["flat", "faithful"], rng)
+    write_folder(tmp_path / "train", subjects[6:], groups, ["flat"], rng)
+    return tmp_path, participants
+
+
+def test_group_t_matches_a_two_sample_t_test_without_covariates():
+    rng = np.random.default_rng(1)
+    values = rng.normal(0, 1, (10, 3))
+    values[5:] += 1.5
+    x = np.stack([np.ones(10), np.r_[np.zeros(5), np.ones(5)]], 1)
+    a, b = values[5:], values[:5]
+    pooled = np.sqrt(((a.var(0, ddof=1) + b.var(0, ddof=1)) / 2) * (2 / 5))
+    np.testing.assert_allclose(group_t(values, x), (a.mean(0) - b.mean(0)) / pooled, rtol=1e-10)
+
+
+def test_design_adds_age_and_sex_only_when_both_sexes_occur():
+    people = {"a": {"group": "depr", "age": 30.0, "sex": 1.0}, "b": {"group": "control", "age": 40.0, "sex": 0.0},
+              "c": {"group": "depr", "age": 50.0, "sex": 0.0}}
+    x = design(["a", "b", "c"], people)
+    np.testing.assert_allclose(x, [[1, 1, -10, 1], [1, 0, 0, 0], [1, 1, 10, 0]])
+    assert design(["b", "c"], people).shape == (2, 3)
+    with pytest.raises(ValueError, match="sub-99 is not in participants.tsv"):
+        design(["sub-99"], people)
+
+
+def test_permutation_p_is_small_for_an_effect_and_not_for_noise():
+    rng = np.random.default_rng(2)
+    x = np.stack([np.ones(16), np.tile([0.0, 1.0], 8)], 1)
+    noise = rng.normal(0, 1, (16, 50))
+    assert permutation_p(noise + 3 * x[:, 1:], x, 200) < 0.01
+    assert permutation_p(noise, x, 200) > 0.05
+
+
+def test_a_faithful_method_keeps_the_pattern_and_a_flat_one_loses_it(study, capsys):
+    root, participants = study
+    out = root / "groups"
+    assert main([str(root / "held_out"), str(root / "train"), "--participants", str(participants), "--out", str(out),
+                 "--permutations", "100"]) == 0
+    text = (out / "groups.md").read_text()
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.splitlines() if line.startswith("| f")}
+    assert rows["flat"][1] == "16 (8 / 8)" and rows["faithful"][1] == "6 (3 / 3)"  # a network: held-out subjects only
+    assert float(rows["faithful"][2]) > 0.9 and float(rows["faithful"][3]) > 0.9
+    assert float(rows["flat"][2]) < 0.5 and float(rows["flat"][3]) < 0.5
+    assert "(0.010)" in rows["flat"][5]  # the reference's effect, all 16 subjects: p = 1 / 101
+    assert (out / "figures" / "group_t.png").stat().st_size > 10_000
+    t = nib.load(str(out / "group_t_flat_reference.nii.gz")).get_fdata()
+    assert t[:4, :4, :4].mean() > 5 and abs(t[6:, 6:, 6:].mean()) < 1
+    assert main([str(root / "train"), "--participants", str(participants), "--out", str(out)]) == 2
+    assert "groups.md exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_a_subject_given_twice_is_refused(study, capsys):
+    root, participants = study
+    assert main([str(root / "train"), str(root / "train"), "--participants", str(participants),
+                 "--out", str(root / "groups")]) == 2
+    assert "is also in an earlier folder" in capsys.readouterr().err
+
+
+def test_evaluate_adds_the_section_when_participants_have_groups(study):
+    root, participants = study
+    data = root / "data"
+    data.mkdir()
+    (data / "participants.tsv").write_text(participants.read_text())
+    lines = evaluate_section(root / "held_out", data, ["flat", "faithful"], figures=True)
+    assert lines[1].startswith("## Group pattern (depr - control") and any(line.startswith("| faithful | 6") for line in lines)
+    assert (root / "held_out" / "figures" / "group_t.png").is_file()
+    (data / "participants.tsv").write_text("participant_id\tage\nsub-00\t30\n")  # BIDS without groups: no section
+    assert evaluate_section(root / "held_out", data, ["flat"], figures=True) == []
