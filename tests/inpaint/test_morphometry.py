@@ -139,7 +139,8 @@ def test_evaluate_morphometry_writes_tables_maps_and_figures_and_resumes(tmp_pat
     assert main(argv) == 0, capsys.readouterr().err
     out = tmp_path / "eval"
     summary = (out / "summary.md").read_text()
-    assert "## Morphometry" in summary and "| hippocampus |" in summary and "Dice ceiling" in summary
+    assert "## Morphometry" in summary and "| hippocampus |" in summary and "distance thickness" in summary
+    assert "## Tissue segmentation with the template priors" in summary and "| reference segmented twice (ceiling) |" in summary
     maps = sorted(p.name for p in (out / "morphometry" / "gm_mni").iterdir())
     assert maps == sorted(f"sub-0{i}_{m}.nii.gz" for i in range(2) for m in ("reference", "linear", "cubic"))
     for name in ("morphometry_gm_ml.png", "morphometry_thickness_mm.png", "morphometry_voxelwise.png"):
