@@ -204,7 +204,7 @@ def group_figure(results: list[dict[str, Any]], path: Path, limit: float = 4.0) 
                                              (r["t_method"], r["method"]))):
             for view in range(3):
                 ax = axes[2 * k + row, view]
-                shown = ax.imshow(np.rot90(np.take(image, peak[2 - view] if view != 1 else peak[1], axis=2 - view)),
+                shown = ax.imshow(np.rot90(np.take(image, peak[2 - view], axis=2 - view)),
                                   cmap="RdBu_r", vmin=-limit, vmax=limit)
                 ax.set_axis_off()
                 if view == 0:
