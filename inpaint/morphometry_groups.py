@@ -97,15 +97,17 @@ class Measurements:
 
     @classmethod
     def read(cls, folders: list[Path]) -> Measurements:
-        rows, references, maps = [], {}, {}
+        rows, references, maps, seen = [], {}, {}, set()
         for folder in map(Path, folders):
             for needed in (folder / "metrics.csv", folder / "morphometry" / "reference.csv"):
                 if not needed.is_file():
                     raise InputError(f"{needed} is missing: give folders written by inpaint.evaluate --morphometry")
             for row in read_rows(folder / "metrics.csv"):
-                if any((r["subject"], r["method"]) == (row["subject"], row["method"]) for r in rows):
+                key = (row["subject"], row["method"])
+                if key in seen:
                     raise InputError(f"{folder}: {row['subject']} {row['method']} is also in an earlier folder; "
                                      "give each subject and method once")
+                seen.add(key)
                 rows.append(row)
             references.update({r["subject"]: r for r in read_rows(folder / "morphometry" / "reference.csv")})
             for path in (folder / "morphometry" / "gm_mni").glob("*.nii.gz"):
