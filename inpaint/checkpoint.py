@@ -9,6 +9,7 @@ from the module restores volumes with the settings stored in it.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,11 @@ def is_pretrained_name(spec: str) -> bool:
 def model_card(name: str = "pretrained") -> Path:
     """The model card (Markdown) of a pretrained model."""
     return PRETRAINED / (Path(PRETRAINED_MODELS[name]).stem + ".md")
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 (hex) of a checkpoint file: which weights a row was scored with."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

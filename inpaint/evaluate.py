@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from inpaint.checkpoint import load_module
+from inpaint.checkpoint import file_digest, load_module
 from inpaint.data.degrade import degrade
-from inpaint.data.io import InputError, is_volume_file, read_volume, volume_stem
+from inpaint.data.io import InputError, atomic_write, is_volume_file, read_volume, volume_stem
 from inpaint.data.subjects import VolumeFile, find_volumes, read_split_file
 from inpaint.data.transforms import brain_mask
 from inpaint.errors import report
@@ -149,8 +149,12 @@ def acquisition(args: argparse.Namespace, methods: dict[str, Any]) -> dict[str, 
     return resolved
 
 
-def prepare_outdir(args: argparse.Namespace, settings: dict[str, Any], columns: list[str]) -> set[tuple[str, str]]:
-    """Create OUT; refuse an existing metrics.csv unless --overwrite or --resume; return rows already done."""
+def prepare_outdir(args: argparse.Namespace, settings: dict[str, Any], columns: list[str],
+                   weights: dict[str, str]) -> set[tuple[str, str]]:
+    """Create OUT; refuse an existing metrics.csv unless --overwrite or --resume; return rows already done.
+
+    ``weights``: {method: sha256 of its checkpoint file}; --resume refuses a method whose file changed.
+    """
     out, metrics = Path(args.out), Path(args.out) / "metrics.csv"
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "settings.json"
@@ -162,6 +166,11 @@ def prepare_outdir(args: argparse.Namespace, settings: dict[str, Any], columns: 
             if changed:
                 raise InputError(f"{saved}: --resume with {changed[0]}={settings[changed[0]]} but the earlier run used "
                                  f"{old.get(changed[0])}; use the same settings or --overwrite")
+            retrained = [n for n, digest in weights.items() if old.get("weights", {}).get(n, digest) != digest]
+            if retrained:
+                raise InputError(f"{saved}: --resume with --checkpoint {retrained[0]}=... whose file differs from the one "
+                                 "the earlier rows were scored with; use --overwrite or another --out")
+            atomic_write(saved, json.dumps({**old, "weights": {**old.get("weights", {}), **weights}}, indent=2))
         header = metrics.read_text().splitlines()[:1]
         if header != [",".join(columns)]:
             raise InputError(f"{metrics}: columns differ from this run's (--segment?); use --overwrite or another --out")
@@ -169,7 +178,7 @@ def prepare_outdir(args: argparse.Namespace, settings: dict[str, Any], columns: 
     if metrics.exists() and not args.overwrite:
         raise InputError(f"{metrics} exists; pass --resume to continue it or --overwrite to start afresh")
     metrics.write_text(",".join(columns) + "\n")
-    saved.write_text(json.dumps(settings, indent=2))
+    saved.write_text(json.dumps({**settings, "weights": weights}, indent=2))
     return set()
 
 
@@ -296,7 +305,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
     if args.segment:
         require_ants()  # fail before any work (--morphometry: MorphometryScorer checks its own needs)
     columns = COLUMNS + (SEGMENT_COLUMNS if args.segment else []) + (MORPHOMETRY_COLUMNS if args.morphometry else [])
-    done = prepare_outdir(args, settings, columns)
+    weights = {n: file_digest(m.method.checkpoint_path) for n, m in trained_networks(methods).items()}
+    done = prepare_outdir(args, settings, columns, weights)
     scorer = TissueScorer(Path(args.out), fresh=not args.resume) if args.segment else None
     scorers = tuple(s for s in (scorer, MorphometryScorer(Path(args.out), fresh=not args.resume, thickness=args.thickness)
                                 if args.morphometry else None) if s is not None)

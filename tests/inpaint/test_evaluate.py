@@ -138,6 +138,22 @@ def test_checkpoint_and_saved_predictions(tiny_root, tmp_path, capsys, tiny_chec
     assert "tiny.ckpt" not in (out / "summary.md").read_text() and str(tiny_checkpoint) in (out / "summary.md").read_text()
 
 
+def test_resume_refuses_a_checkpoint_whose_weights_changed(tiny_root, tmp_path, capsys, tiny_checkpoint):
+    weights = tmp_path / "model.ckpt"
+    checkpoint = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    torch.save(checkpoint, weights)
+    base = ["--data", tiny_root, "--subjects", "sub-05", "--out", tmp_path / "eval", "--no-figures",
+            "--checkpoint", f"model={weights}"]
+    assert evaluate(capsys, *base)[0] == 0
+    assert evaluate(capsys, *base, "--resume")[0] == 0  # the same file: nothing to redo
+    name = next(k for k, v in checkpoint["state_dict"].items() if v.is_floating_point())
+    checkpoint["state_dict"][name] = checkpoint["state_dict"][name] + 1.0  # retrained, same path
+    torch.save(checkpoint, weights)
+    code, _, err = evaluate(capsys, *base, "--resume")
+    assert code == 2 and "--checkpoint model=" in err and "differs" in err and len(err.strip().splitlines()) == 1, err
+    assert evaluate(capsys, *base, "--overwrite")[0] == 0
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["--checkpoint", "x={tmp}/junk.ckpt"], "junk.ckpt: not a PyTorch checkpoint"),
     (["--checkpoint", "nameless"], "expected NAME=PATH"),
