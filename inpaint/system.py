@@ -10,6 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 import torchio as tio
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -256,3 +257,23 @@ class InpaintingModule(L.LightningModule):
                                      weight_decay=c["weight_decay"])
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=c["step_epochs"], gamma=c["gamma"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming (``ckpt_path``) with other ``optim`` settings than the checkpoint's: this run's settings win.
+
+        Lightning restores the optimiser and scheduler states after this hook, from this same dict, so a
+        resume with e.g. ``optim.lr=1.5e-4`` continues at that rate (a cool-down; StepLR's decays so far
+        are applied to it) instead of silently keeping the old one. Unchanged settings: the dict is not touched.
+        """
+        c = self.optim_cfg
+        if {**asdict(OptimConfig()), **(checkpoint.get("hyper_parameters", {}).get("optim") or {})} == c:
+            return
+        for scheduler in checkpoint.get("lr_schedulers", []):
+            lr = c["lr"] * c["gamma"] ** (scheduler["last_epoch"] // c["step_epochs"])
+            groups = len(scheduler["base_lrs"])
+            scheduler.update(step_size=c["step_epochs"], gamma=c["gamma"], base_lrs=[c["lr"]] * groups,
+                             _last_lr=[lr] * groups)
+            for optimizer in checkpoint.get("optimizer_states", []):
+                for group in optimizer["param_groups"]:
+                    group.update(lr=lr, initial_lr=c["lr"], betas=tuple(c["betas"]), weight_decay=c["weight_decay"])
+            rank_zero_info(f"resumed with this run's optim settings (lr now {lr:g}), not the checkpoint's")

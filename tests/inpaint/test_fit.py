@@ -91,6 +91,16 @@ def test_resume_continues_exactly(tiny_root, tmp_path):
     assert [state["patches"] for state in work.values()] == [2 * 3 * 2]  # the resumed run kept counting
 
 
+def test_resume_with_another_learning_rate_continues_at_it(tiny_root, tmp_path):
+    first = fit(train_cfg(tiny_root, tmp_path, "trainer.max_epochs=1", "optim.lr=1e-3"))
+    resumed = fit(train_cfg(tiny_root, tmp_path, f"ckpt_path={first['last_checkpoint']}", "optim.lr=1e-5"))  # a cool-down
+    last = torch.load(resumed["last_checkpoint"], map_location="cpu", weights_only=False)
+    gamma = last["hyper_parameters"]["optim"]["gamma"]
+    assert last["lr_schedulers"][0]["base_lrs"] == [1e-5] and last["hyper_parameters"]["optim"]["lr"] == 1e-5
+    for group in last["optimizer_states"][0]["param_groups"]:  # the decay of both epochs (step_epochs=1) applies
+        assert group["lr"] == pytest.approx(1e-5 * gamma**2) and group["initial_lr"] == 1e-5
+
+
 def test_resume_true_finds_the_last_checkpoint(tiny_root, tmp_path):
     first = fit(train_cfg(tiny_root, tmp_path, "trainer.max_epochs=1"))
     again = fit(train_cfg(tiny_root, tmp_path, "resume=true"))
