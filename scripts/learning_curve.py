@@ -7,7 +7,8 @@ Each ``LABEL=RUN_DIR`` reads every ``RUN_DIR/logs/**/metrics.csv`` (a resumed ru
 folder; all are merged by step). Patches seen and CPU-hours come from the ``work/*`` columns
 (``inpaint.callbacks.WorkMeter``); where a log predates them, patches are ``step x --batch`` and the
 CPU-hours are unknown (left out of that panel). ``--points LABEL=PATCHES:GAIN,...`` adds curves known
-only as numbers. Prints the table it plots.
+only as numbers; ``--mark TEXT=PATCHES:CPU_HOURS`` draws a labelled vertical line in both panels (e.g.
+where the learning rate dropped). Prints the table it plots.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
     parser.add_argument("--points", action="append", default=[], metavar="LABEL=PATCHES:GAIN,...")
+    parser.add_argument("--mark", action="append", default=[], metavar="TEXT=PATCHES:CPU_HOURS",
+                        help="a labelled vertical line at these patches and CPU-hours")
     parser.add_argument("--batch", type=int, default=12, help="patches per step for logs without work/* columns")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     args = parser.parse_args(argv)
@@ -68,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         timed = [p for p in points if not math.isnan(p["cpu_hours"])]
         if timed:
             axes[1].plot([p["cpu_hours"] for p in timed], [p["gain"] for p in timed], "o-", label=label, ms=4)
+    for text, _, where in (m.rpartition("=") for m in args.mark):
+        for ax, x in zip(axes, map(float, where.split(":")), strict=True):
+            ax.axvline(x, color="grey", lw=0.8, ls=":")
+            ax.annotate(text, (x, 0), xytext=(3, 3), textcoords="offset points", fontsize=7, color="grey")
     axes[0].set_xscale("log")
     axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping minor labels
     axes[0].set_xlabel("training patches seen")

@@ -137,7 +137,7 @@ case ${1:-help} in
     eval_slice_resnet)  # the campaign's best checkpoint (by val PSNR at interval 5) on the test split, interval 5
         evaluate slice_resnet "$PY" --methods linear --checkpoint slice_resnet="$CAMPAIGN/checkpoints/best.ckpt" ;;
     curve_slice_resnet)  # docs/figures/learning_curve.png: its validation gain against patches and CPU-hours
-        $PY scripts/learning_curve.py "slice_resnet (intervals 2-8)=$CAMPAIGN" \
+        $PY scripts/learning_curve.py "slice_resnet (intervals 2-8)=$CAMPAIGN" --mark "lr 5e-4 -> 1.5e-4=30976:4.69" \
             --points "DenseUNet recipe (interval 5 only; docs/results.md)=2112:0.15,4224:0.71,6336:0.95,8448:1.07,10560:1.25" \
             --out docs/figures/learning_curve.png ;;
     eval_ablation)  # the ablation checkpoints at interval 5 (each copies acquired slices back as trained)

@@ -1,0 +1,28 @@
+"""scripts/learning_curve.py: resumed logs merged by step, work columns, marks, the printed table."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from tests.conftest import REPO
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("learning_curve", REPO / "scripts" / "learning_curve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_resumed_logs_are_merged_and_plotted(tmp_path, capsys):
+    run = tmp_path / "run"
+    header = "epoch,step,val/psnr_gain,work/cpu_hours,work/patches_seen\n"
+    for folder, lines in (("logs", ["0,9,0.5,,", ",9,,0.2,120"]), ("logs/resumed-1", ["1,19,0.9,,", ",19,,0.4,240"])):
+        (run / folder).mkdir(parents=True)
+        (run / folder / "metrics.csv").write_text(header + "\n".join(lines) + "\n")
+    out = tmp_path / "curve.png"
+    assert load_script().main([f"net={run}", "--points", "other=100:0.1,200:0.3", "--mark", "lr / 3=240:0.4",
+                               "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| 120 | 0.20 | +0.500 |" in printed and "| 240 | 0.40 | +0.900 |" in printed
+    assert "| 200 | nan | +0.300 |" in printed and out.read_bytes()[:4] == b"\x89PNG"
