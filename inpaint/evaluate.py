@@ -166,14 +166,18 @@ def prepare_outdir(args: argparse.Namespace, settings: dict[str, Any], columns: 
             if changed:
                 raise InputError(f"{saved}: --resume with {changed[0]}={settings[changed[0]]} but the earlier run used "
                                  f"{old.get(changed[0])}; use the same settings or --overwrite")
-            retrained = [n for n, digest in weights.items() if old.get("weights", {}).get(n, digest) != digest]
+            retrained = [n for n, digest in weights.items()
+                         if old.get("weights", {}).get(n, digest) != digest and n not in args.redo]
             if retrained:
                 raise InputError(f"{saved}: --resume with --checkpoint {retrained[0]}=... whose file differs from the one "
-                                 "the earlier rows were scored with; use --overwrite or another --out")
+                                 f"the earlier rows were scored with; add --redo {retrained[0]}, or use --overwrite")
             atomic_write(saved, json.dumps({**old, "weights": {**old.get("weights", {}), **weights}}, indent=2))
-        header = metrics.read_text().splitlines()[:1]
-        if header != [",".join(columns)]:
+        lines = metrics.read_text().splitlines(keepends=True)
+        if [line.rstrip("\r\n") for line in lines[:1]] != [",".join(columns)]:
             raise InputError(f"{metrics}: columns differ from this run's (--segment?); use --overwrite or another --out")
+        if args.redo:  # drop those methods' rows (atomically): they are computed again
+            kept = [line for line in lines[1:] if next(csv.reader([line]))[columns.index("method")] not in args.redo]
+            atomic_write(metrics, "".join(lines[:1] + kept))
         return {(r["subject"], r["method"]) for r in read_rows(metrics)}
     if metrics.exists() and not args.overwrite:
         raise InputError(f"{metrics} exists; pass --resume to continue it or --overwrite to start afresh")
@@ -272,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--overwrite", action="store_true", help="start afresh in an OUT that has a metrics.csv")
     again.add_argument("--resume", action="store_true", help="skip (subject, method) rows already in OUT/metrics.csv")
+    parser.add_argument("--redo", action="append", default=[], metavar="NAME",
+                        help="with --resume: score method NAME again (e.g. a retrained --checkpoint NAME=...) and keep "
+                             "the other methods' rows; repeatable")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where networks run (default: cuda if available)")
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
@@ -290,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, command: str) -> Path:
     """Evaluate everything; returns OUT. Raises InputError naming the subject on failure."""
     check_settings(overrides(args))  # values in range before any checkpoint is loaded
+    if args.redo and not args.resume:
+        raise InputError(f"--redo {args.redo[0]} needs --resume (it recomputes one method's rows of an earlier run)")
     if args.subjects and args.split:
         raise InputError("give --subjects or --split, not both")
     volumes = select_volumes(args)
@@ -299,6 +308,9 @@ def run(args: argparse.Namespace, command: str) -> Path:
         if missing:
             raise InputError(f"--prediction {name}: no file named {volume_stem(missing[0].image)}.nii(.gz) for "
                              f"{missing[0].name} ({len(missing)} missing); name predictions as their reference files")
+    unknown = [n for n in args.redo if n not in methods]
+    if unknown:
+        raise InputError(f"--redo {unknown[0]}: not a method of this run; choose from {', '.join(methods)}")
     setting = acquisition(args, methods)
     check_settings(setting)
     settings = {**{k: getattr(args, k) for k in SETTINGS}, **setting}

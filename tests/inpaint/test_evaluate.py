@@ -150,8 +150,16 @@ def test_resume_refuses_a_checkpoint_whose_weights_changed(tiny_root, tmp_path, 
     checkpoint["state_dict"][name] = checkpoint["state_dict"][name] + 1.0  # retrained, same path
     torch.save(checkpoint, weights)
     code, _, err = evaluate(capsys, *base, "--resume")
-    assert code == 2 and "--checkpoint model=" in err and "differs" in err and len(err.strip().splitlines()) == 1, err
-    assert evaluate(capsys, *base, "--overwrite")[0] == 0
+    assert code == 2 and "--checkpoint model=" in err and "--redo model" in err and len(err.strip().splitlines()) == 1, err
+    before = {r["method"]: r for r in rows(tmp_path / "eval")}
+    assert evaluate(capsys, *base, "--resume", "--redo", "model")[0] == 0  # the retrained model's rows only
+    after = {r["method"]: r for r in rows(tmp_path / "eval")}
+    assert list(after) == ["linear", "cubic", "model"] and after["cubic"] == before["cubic"]
+    assert after["model"]["psnr"] != before["model"]["psnr"]
+    assert evaluate(capsys, *base, "--resume")[0] == 0  # the new file is now the recorded one
+    for argv, needle in ((["--redo", "model"], "--redo model needs --resume"), (["--resume", "--redo", "nope"], "not a method")):
+        code, _, err = evaluate(capsys, *base, *argv)
+        assert code == 2 and needle in err, err
 
 
 @pytest.mark.parametrize("argv, needle", [
