@@ -176,7 +176,8 @@ def prepare_outdir(args: argparse.Namespace, settings: dict[str, Any], columns: 
         if [line.rstrip("\r\n") for line in lines[:1]] != [",".join(columns)]:
             raise InputError(f"{metrics}: columns differ from this run's (--segment?); use --overwrite or another --out")
         if args.redo:  # drop those methods' rows (atomically): they are computed again
-            kept = [line for line in lines[1:] if next(csv.reader([line]))[columns.index("method")] not in args.redo]
+            method = columns.index("method")
+            kept = [line for line in lines[1:] if next(csv.reader([line]))[method] not in args.redo]
             atomic_write(metrics, "".join(lines[:1] + kept))
         return {(r["subject"], r["method"]) for r in read_rows(metrics)}
     if metrics.exists() and not args.overwrite:

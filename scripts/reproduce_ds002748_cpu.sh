@@ -49,11 +49,12 @@ evaluate() {  # evaluate OUT PYTHON ARGS...: the test split, paper protocol unle
     $python -m inpaint.evaluate --data "$DATA" --split "$SPLIT" --split-name test --out "$EVAL/$out" --resume "$@"
 }
 
-campaign() {  # campaign OVERRIDES...: train the slice_resnet campaign in $CAMPAIGN, resumed from its last.ckpt
-    local last="$CAMPAIGN/checkpoints/last.ckpt"
+campaign() {  # campaign EXPERIMENT RUN_DIR OVERRIDES...: a long run on 2 threads, resumed from RUN_DIR's last.ckpt
+    local experiment=$1 run_dir=$2 last="$2/checkpoints/last.ckpt"
+    shift 2
     # shellcheck disable=SC2046
-    OMP_NUM_THREADS=2 $PY -m inpaint.fit experiment=slice_resnet data.root="$DATA" data.split="$SPLIT" \
-        trainer.enable_progress_bar=false run_dir="$CAMPAIGN" $([[ -f $last ]] && echo "ckpt_path=$last") "$@"
+    OMP_NUM_THREADS=2 $PY -m inpaint.fit experiment="$experiment" data.root="$DATA" data.split="$SPLIT" \
+        trainer.enable_progress_bar=false run_dir="$run_dir" $([[ -f $last ]] && echo "ckpt_path=$last") "$@"
 }
 
 morphometry() {  # morphometry OUT SPLIT ARGS...: evaluate --morphometry in the segment venv, ANTs on 2 threads
@@ -75,9 +76,9 @@ case ${1:-help} in
         fit unet3d unet3d $DATA_ARGS "generator.features=[8,16,32,64,128]" optim.step_epochs=1 trainer.max_epochs=3 \
             trainer.limit_train_batches=100 ;;
     train_slice_resnet)  # the acquired-slice generator's campaign (experiments/slice_resnet.yaml, 2 threads), lr 5e-4
-        campaign trainer.max_epochs=22 ;;  # 2,596 steps; resumes
+        campaign slice_resnet "$CAMPAIGN" trainer.max_epochs=22 ;;  # 2,596 steps; resumes
     cooldown_slice_resnet)  # then the same run at lr 1.5e-4 (resumed from its last.ckpt with this lr); resumes
-        campaign trainer.max_epochs=${COOLDOWN_EPOCHS:-29} optim.lr=1.5e-4 ;;
+        campaign slice_resnet "$CAMPAIGN" trainer.max_epochs="${COOLDOWN_EPOCHS:-29}" optim.lr=1.5e-4 ;;
     train_ablation_base)  # = train_ours stopped after its first epoch (same seed, queue and schedule so far)
         fit ablation_base dense_unet $DATA_ARGS $DENSE_SMALL $OURS $ABLATE ;;
     train_ablation_perceptual)  # + the paper's perceptual term (gamma 1e-6)
@@ -103,10 +104,7 @@ case ${1:-help} in
         evaluate pretrained "$PY" --methods linear --no-figures --checkpoint dense_unet=pretrained-dense-unet ;;
     train_slice_resnet_thick)  # the thick-slice model: fine-tuned from the thin campaign's best (2 threads); resumes.
         # The committed one started from step 1,888 (train_slice_resnet with trainer.max_epochs=16), not the cool-down's best
-        last="$THICK/checkpoints/last.ckpt"
-        OMP_NUM_THREADS=2 $PY -m inpaint.fit experiment=slice_resnet_thick data.root="$DATA" data.split="$SPLIT" \
-            trainer.enable_progress_bar=false run_dir="$THICK" init_from="$CAMPAIGN/checkpoints/best.ckpt" \
-            $([[ -f $last ]] && echo "ckpt_path=$last") ;;
+        campaign slice_resnet_thick "$THICK" init_from="$CAMPAIGN/checkpoints/best.ckpt" ;;
     export_slice_resnet)  # the committed models: the campaigns' best checkpoints, fp16 weights + settings only
         $PY -m inpaint.export "$CAMPAIGN/checkpoints/best.ckpt" -o inpaint/assets/pretrained/slice_resnet.ckpt --overwrite
         if [[ -f $THICK/checkpoints/best.ckpt ]]; then
