@@ -15,16 +15,19 @@ voxels in from its edges; outside it the reference stands in (so no SSIM window 
 A ``head`` acquisition puts the brain inside a synthetic skull and scalp (``whole_head``); each network
 restores it plain, with the true brain mask (``--mask FILE``) and with BET's (``--mask auto``, the
 ``skull`` extra), scored in the brain. Writes ``scores.csv`` and ``scores.md`` (per file and method, the
-gain over the first method; a table per set of methods); resumes.
+gain over the first method; a table per set of methods); resumes, and refuses a checkpoint whose file changed
+since its scores (``weights.json``) until ``--redo NAME`` drops them.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import re
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inpaint import predict  # noqa: E402
+from inpaint.checkpoint import file_digest, is_pretrained_name, pretrained_path  # noqa: E402
 from inpaint.data.io import atomic_write, read_volume  # noqa: E402
 from inpaint.data.subjects import read_split_file  # noqa: E402
 from inpaint.interpolate import METHODS  # noqa: E402
@@ -200,6 +204,43 @@ def method_label(method: str) -> str:
     return " ".join("FILE" if i and parts[i - 1] == "--mask" and part != "auto" else part for i, part in enumerate(parts))
 
 
+def restored_dir(out: Path, label: str) -> Path:
+    """The folder of a method's restored files (its label, made a file name)."""
+    return out / "restored" / re.sub(r"[^\w.-]+", "_", label)
+
+
+def network_weights(methods: list[str]) -> dict[str, str]:
+    """{checkpoint name or path: sha256 of its file} for each network of ``methods``."""
+    names = sorted({shlex.split(m)[0] for m in methods} - set(METHODS))
+    return {n: file_digest(pretrained_path(n) if is_pretrained_name(n) else Path(n)) for n in names}
+
+
+def guard_weights(out: Path, weights: dict[str, str], redo: list[str],
+                  scores: dict[tuple[str, str, str], dict[str, float]]) -> None:
+    """Refuse to resume a network whose file changed since its scores (``weights.json``) unless it is in ``redo``;
+    for each name in ``redo`` drop its scores and restored files (all its mask variants) so that they are redone."""
+    unknown = [n for n in redo if n not in weights]
+    if unknown:
+        raise SystemExit(f"error: --redo {unknown[0]}: not a checkpoint of this run; choose from {', '.join(weights)}")
+    path = out / "weights.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    changed = [n for n, digest in weights.items() if old.get(n, digest) != digest and n not in redo]
+    if changed:
+        raise SystemExit(f"error: {path}: --checkpoint {changed[0]} is not the file its scores in {out} were made "
+                         f"with; add --redo {changed[0]} to restore and score it again")
+    for name in redo:
+        for key in [k for k in scores if shlex.split(k[2])[0] == name]:
+            del scores[key]
+        stem = restored_dir(out, name).name
+        for folder in (out / "restored").glob(f"{stem}*"):
+            if folder.name == stem or folder.name.startswith(stem + "_"):
+                shutil.rmtree(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    if redo:
+        write_tables(out, scores)
+    atomic_write(path, json.dumps({**old, **weights}, indent=2))
+
+
 def read_scores(path: Path) -> dict[tuple[str, str, str], dict[str, float]]:
     if not path.exists():
         return {}
@@ -255,11 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", dest="methods", action="append",
                         help="a checkpoint path or 'pretrained...', optionally with predict flags")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="acquisitions to make (default: all)")
+    parser.add_argument("--redo", action="append", default=[], metavar="NAME",
+                        help="restore and score this checkpoint again (its file changed), keeping the other methods")
     args = parser.parse_args(argv)
     methods = args.methods or ["linear"]
     subjects = args.subjects or [s for s, role in read_split_file(args.split).items() if role == "test"][:3]
     acquisitions = [a for a in ACQUISITIONS if not args.only or a.name in args.only]
     scores = read_scores(args.out / "scores.csv")
+    guard_weights(args.out, network_weights(methods), args.redo, scores)
     jobs = [(s, a) for s in subjects for a in acquisitions]
     for subject, acq in tqdm(jobs, desc="acquisitions", unit="file"):
         reference_path = next(args.data.glob(f"{subject}*_T1w.nii*"), None)
@@ -282,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             label = method_label(method)
             if (subject, acq.name, label) in scores:
                 continue
-            output = args.out / "restored" / re.sub(r"[^\w.-]+", "_", label) / f"{subject}_{acq.name}.nii.gz"
+            output = restored_dir(args.out, label) / f"{subject}_{acq.name}.nii.gz"
             if not output.exists():
                 restore(source, output, method)
             scores[(subject, acq.name, label)] = score(output, reference, affine, brain)

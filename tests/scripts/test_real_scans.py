@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import re
+import shutil
 import sys
 
 import nibabel as nib
@@ -87,6 +89,35 @@ def test_the_command_restores_scores_and_resumes(tmp_path, capsys, real_scans):
     (tmp_path / "out" / "restored" / "cubic" / "sub-01_LIA-mgz.nii.gz").unlink()
     assert real_scans.main(argv) == 0  # every score is kept: nothing is restored again
     assert not (tmp_path / "out" / "restored" / "cubic" / "sub-01_LIA-mgz.nii.gz").exists()
+
+
+def test_a_changed_checkpoint_is_refused_until_redo_scores_it_again(tmp_path, real_scans):
+    from inpaint.checkpoint import pretrained_path
+
+    write_nifti(tmp_path / "refs" / "sub-01_T1w.nii.gz", phantom(seed=4), AFFINE)
+    model = tmp_path / "model.ckpt"
+    shutil.copy(pretrained_path("pretrained"), model)
+    argv = ["--data", str(tmp_path / "refs"), "--subjects", "sub-01", "--out", str(tmp_path / "out"),
+            "--method", "linear", "--checkpoint", str(model), "--only", "thin-5mm"]
+    assert real_scans.main(argv) == 0
+    first = real_scans.read_scores(tmp_path / "out" / "scores.csv")
+    linear_file = tmp_path / "out" / "restored" / "linear" / "sub-01_thin-5mm.nii.gz"
+    linear_time = linear_file.stat().st_mtime_ns
+    checkpoint = torch.load(model, weights_only=False)
+    head = next(k for k in checkpoint["state_dict"] if k.endswith("bias"))
+    checkpoint["state_dict"][head] += 0.05  # a retrained file under the same name
+    torch.save(checkpoint, model)
+    with pytest.raises(SystemExit, match=f"add --redo {re.escape(str(model))}"):
+        real_scans.main(argv)
+    assert real_scans.main([*argv, "--redo", str(model)]) == 0
+    second = real_scans.read_scores(tmp_path / "out" / "scores.csv")
+    assert second[("sub-01", "thin-5mm", "linear")] == first[("sub-01", "thin-5mm", "linear")]
+    assert linear_file.stat().st_mtime_ns == linear_time  # the other methods are kept, not redone
+    key = ("sub-01", "thin-5mm", str(model))
+    assert second[key]["psnr"] != pytest.approx(first[key]["psnr"], abs=1e-9)  # the new file restored and scored
+    assert real_scans.main(argv) == 0  # and it resumes with the new file
+    with pytest.raises(SystemExit, match="--redo cubic: not a checkpoint of this run"):
+        real_scans.main([*argv, "--redo", "cubic"])
 
 
 def test_a_synthetic_head_keeps_its_brain_inside_skull_and_scalp(real_scans):
