@@ -216,7 +216,7 @@ def network_weights(methods: list[str]) -> dict[str, str]:
 
 
 def guard_weights(out: Path, weights: dict[str, str], redo: list[str],
-                  scores: dict[tuple[str, str, str], dict[str, float]]) -> None:
+                  scores: dict[tuple[str, str, str], dict[str, float]], order: list[str]) -> None:
     """Refuse to resume a network whose file changed since its scores (``weights.json``) unless it is in ``redo``;
     for each name in ``redo`` drop its scores and restored files (all its mask variants) so that they are redone."""
     unknown = [n for n in redo if n not in weights]
@@ -237,7 +237,7 @@ def guard_weights(out: Path, weights: dict[str, str], redo: list[str],
                 shutil.rmtree(folder)
     out.mkdir(parents=True, exist_ok=True)
     if redo:
-        write_tables(out, scores)
+        write_tables(out, scores, order)
     atomic_write(path, json.dumps({**old, **weights}, indent=2))
 
 
@@ -257,9 +257,10 @@ def summary_line(method: str, base: str, files: list[dict[str, dict[str, float]]
             f"PSNR gain {np.mean(gains):+.2f} dB (range {min(gains):+.2f} to {max(gains):+.2f})")
 
 
-def write_tables(path: Path, scores: dict[tuple[str, str, str], dict[str, float]]) -> None:
+def write_tables(path: Path, scores: dict[tuple[str, str, str], dict[str, float]], order: list[str]) -> None:
     """``scores.csv`` (a row per subject, file and method) and ``scores.md``: a table per set of methods (the
-    plain acquisitions; the whole heads with their mask variants), the gain over each table's first method."""
+    plain acquisitions; the whole heads with their mask variants), the gain over each table's first method.
+    Methods appear in ``order`` (labels; others after them)."""
     rows = [{"subject": s, "file": f, "method": m, **v} for (s, f, m), v in scores.items()]
     header = ["subject", "file", "method", *METRICS]
     lines = [",".join(header)] + [",".join(str(r[k]) for k in header) for r in rows]
@@ -269,7 +270,8 @@ def write_tables(path: Path, scores: dict[tuple[str, str, str], dict[str, float]
         files.setdefault((subject, name), {})[method] = values
     groups: dict[tuple[str, ...], list[tuple[str, str]]] = {}
     for key, by_method in files.items():
-        groups.setdefault(tuple(by_method), []).append(key)
+        ranked = sorted(by_method, key=lambda m: order.index(m) if m in order else len(order))
+        groups.setdefault(tuple(ranked), []).append(key)
     md = []
     for methods, keys in groups.items():
         base = methods[0]
@@ -303,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     subjects = args.subjects or [s for s, role in read_split_file(args.split).items() if role == "test"][:3]
     acquisitions = [a for a in ACQUISITIONS if not args.only or a.name in args.only]
     scores = read_scores(args.out / "scores.csv")
-    guard_weights(args.out, network_weights(methods), args.redo, scores)
+    order = [method_label(m) for m in head_variants(methods, Path("FILE"))]  # the tables' column order
+    guard_weights(args.out, network_weights(methods), args.redo, scores, order)
     jobs = [(s, a) for s in subjects for a in acquisitions]
     for subject, acq in tqdm(jobs, desc="acquisitions", unit="file"):
         reference_path = next(args.data.glob(f"{subject}*_T1w.nii*"), None)
@@ -330,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             if not output.exists():
                 restore(source, output, method)
             scores[(subject, acq.name, label)] = score(output, reference, affine, brain)
-            write_tables(args.out, scores)
+            write_tables(args.out, scores, order)
+    write_tables(args.out, scores, order)
     print((args.out / "scores.md").read_text())
     return 0
 

@@ -98,7 +98,7 @@ def test_a_changed_checkpoint_is_refused_until_redo_scores_it_again(tmp_path, re
     model = tmp_path / "model.ckpt"
     shutil.copy(pretrained_path("pretrained"), model)
     argv = ["--data", str(tmp_path / "refs"), "--subjects", "sub-01", "--out", str(tmp_path / "out"),
-            "--method", "linear", "--checkpoint", str(model), "--only", "thin-5mm"]
+            "--method", "linear", "--checkpoint", str(model), "--method", "cubic", "--only", "thin-5mm"]
     assert real_scans.main(argv) == 0
     first = real_scans.read_scores(tmp_path / "out" / "scores.csv")
     linear_file = tmp_path / "out" / "restored" / "linear" / "sub-01_thin-5mm.nii.gz"
@@ -115,6 +115,8 @@ def test_a_changed_checkpoint_is_refused_until_redo_scores_it_again(tmp_path, re
     assert linear_file.stat().st_mtime_ns == linear_time  # the other methods are kept, not redone
     key = ("sub-01", "thin-5mm", str(model))
     assert second[key]["psnr"] != pytest.approx(first[key]["psnr"], abs=1e-9)  # the new file restored and scored
+    header = (tmp_path / "out" / "scores.md").read_text().splitlines()[0]
+    assert header.index(f"| {model} PSNR") < header.index("| cubic PSNR")  # columns in the command's order
     assert real_scans.main(argv) == 0  # and it resumes with the new file
     with pytest.raises(SystemExit, match="--redo cubic: not a checkpoint of this run"):
         real_scans.main([*argv, "--redo", "cubic"])
