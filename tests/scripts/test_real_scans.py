@@ -120,6 +120,8 @@ def test_a_changed_checkpoint_is_refused_until_redo_scores_it_again(tmp_path, re
     assert real_scans.main(argv) == 0  # and it resumes with the new file
     with pytest.raises(SystemExit, match="--redo cubic: not a checkpoint of this run"):
         real_scans.main([*argv, "--redo", "cubic"])
+    with pytest.raises(SystemExit, match="--checkpoint nothing.ckpt: no such file"):
+        real_scans.main([*argv, "--checkpoint", "nothing.ckpt"])
 
 
 def test_a_synthetic_head_keeps_its_brain_inside_skull_and_scalp(real_scans):
