@@ -43,11 +43,11 @@ class FlipAveraged(Restorer):
 
 def gains(module, reference: torch.Tensor, affine: np.ndarray, source: str) -> dict[str, tuple[float, float]]:
     """{flip set: (PSNR gain over linear in dB, seconds)} for one (X, Y, Z) reference."""
+    degraded = Restorer(module).degrade(reference, affine, source)  # the same acquisition for every flip set
+    linear = volume_metrics(degraded.input.double(), reference.double(), reference > 0, degraded.known)["psnr"]
     result = {}
     for name, flips in FLIPS.items():
         restorer = FlipAveraged(module, flips)
-        degraded = restorer.degrade(reference, affine, source)
-        linear = volume_metrics(degraded.input.double(), reference.double(), reference > 0, degraded.known)["psnr"]
         start = time.perf_counter()
         filled = restorer(degraded, None, None, source, affine=affine)
         seconds = time.perf_counter() - start

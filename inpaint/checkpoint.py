@@ -46,6 +46,11 @@ def is_pretrained_name(spec: str) -> bool:
                                          and "/" not in spec and not spec.endswith(".ckpt"))
 
 
+def checkpoint_path(spec: str) -> Path:
+    """The file a ``--checkpoint`` value names: a committed model's (``PRETRAINED_MODELS``) or the path itself."""
+    return pretrained_path(spec) if is_pretrained_name(spec) else Path(spec)
+
+
 def model_card(name: str = "pretrained") -> Path:
     """The model card (Markdown) of a pretrained model."""
     return PRETRAINED / (Path(PRETRAINED_MODELS[name]).stem + ".md")
@@ -76,7 +81,7 @@ def load_module(spec: str, device: str | torch.device = "cpu") -> InpaintingModu
     """An ``InpaintingModule`` in eval mode from a checkpoint path (or a ``PRETRAINED_MODELS`` name), with one-line errors."""
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available to this torch build; use --device cpu")
-    path = pretrained_path(spec) if is_pretrained_name(spec) else Path(spec)
+    path = checkpoint_path(spec)
     checkpoint = read_checkpoint(path)
     try:
         module = InpaintingModule.load_from_checkpoint(path, map_location=torch.device(device))

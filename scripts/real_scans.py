@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inpaint import predict  # noqa: E402
-from inpaint.checkpoint import file_digest, is_pretrained_name, pretrained_path  # noqa: E402
+from inpaint.checkpoint import checkpoint_path, file_digest  # noqa: E402
 from inpaint.data.io import InputError, atomic_write, read_volume  # noqa: E402
 from inpaint.data.subjects import read_split_file  # noqa: E402
 from inpaint.interpolate import METHODS  # noqa: E402
@@ -213,7 +213,7 @@ def network_weights(methods: list[str]) -> dict[str, str]:
     """{checkpoint name or path: sha256 of its file} for each network of ``methods``."""
     names = sorted({shlex.split(m)[0] for m in methods} - set(METHODS))
     try:
-        paths = {n: pretrained_path(n) if is_pretrained_name(n) else Path(n) for n in names}
+        paths = {n: checkpoint_path(n) for n in names}
     except InputError as error:
         raise SystemExit(f"error: {error}") from None
     missing = [n for n, path in paths.items() if not path.is_file()]
