@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from inpaint.checkpoint import load_module
-from inpaint.data.io import atomic_write, read_volume
-from inpaint.data.subjects import read_split_file
+from inpaint.data.io import InputError, atomic_write, read_volume
+from inpaint.data.subjects import read_split_file, reference_files
+from inpaint.errors import report
 from inpaint.metrics import volume_metrics
 from inpaint.restore import Restorer
 
@@ -64,14 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="pretrained", help="a checkpoint path or a pretrained name")
     parser.add_argument("--out", type=Path, help="Markdown table to write (default: print only)")
     args = parser.parse_args(argv)
-    module = load_module(args.checkpoint)
-    subjects = [s for s, role in read_split_file(args.split).items() if role == args.split_name]
+    try:
+        module = load_module(args.checkpoint)
+        subjects = [s for s, role in read_split_file(args.split).items() if role == args.split_name]
+        paths = reference_files(args.data, subjects)
+    except InputError as error:
+        return report(error)
     lines = ["| subject | " + " | ".join(f"{n}: gain (dB) / s" for n in FLIPS) + " |", "|---|" + "---|" * len(FLIPS)]
     rows = []
-    for subject in subjects:
-        path = next(args.data.glob(f"{subject}*_T1w.nii*"), None)
-        if path is None:
-            raise SystemExit(f"error: no {subject}*_T1w.nii(.gz) in {args.data}; give --data the reference folder")
+    for subject, path in zip(subjects, paths, strict=True):
         data, affine = read_volume(path)
         rows.append(gains(module, data[0].float(), affine, str(path)))
         lines.append(f"| {subject} | " + " | ".join(f"{g:+.3f} / {s:.1f}" for g, s in rows[-1].values()) + " |")

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inpaint import predict  # noqa: E402
 from inpaint.checkpoint import checkpoint_path, file_digest  # noqa: E402
 from inpaint.data.io import InputError, atomic_write, read_volume  # noqa: E402
-from inpaint.data.subjects import read_split_file  # noqa: E402
+from inpaint.data.subjects import read_split_file, reference_files  # noqa: E402
 from inpaint.interpolate import METHODS  # noqa: E402
 from inpaint.metrics import volume_metrics  # noqa: E402
 from inpaint.skull import bet_available  # noqa: E402
@@ -314,12 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     scores = read_scores(args.out / "scores.csv")
     order = [method_label(m) for m in head_variants(methods, Path("FILE"))]  # the tables' column order
     guard_weights(args.out, network_weights(methods), args.redo, scores, order)
+    try:
+        references = dict(zip(subjects, reference_files(args.data, subjects), strict=True))
+    except InputError as error:
+        raise SystemExit(f"error: {error}") from None
     jobs = [(s, a) for s in subjects for a in acquisitions]
     for subject, acq in tqdm(jobs, desc="acquisitions", unit="file"):
-        reference_path = next(args.data.glob(f"{subject}*_T1w.nii*"), None)
-        if reference_path is None:
-            raise SystemExit(f"error: no {subject}*_T1w.nii(.gz) in {args.data}; give --data the reference folder")
-        data, affine = read_volume(reference_path)
+        data, affine = read_volume(references[subject])
         reference = data[0].numpy().astype(np.float64)
         brain, variants = reference > 0, methods
         source = args.out / "set" / f"{subject}_{acq.name}{acq.suffix}"

@@ -69,6 +69,15 @@ def read_split_file(path: str | Path) -> dict[str, str]:
     return {r["subject"]: r["split"] for r in rows}
 
 
+def reference_files(data: str | Path, subjects: list[str]) -> list[Path]:
+    """Each subject's ``SUBJECT*_T1w.nii(.gz)`` directly in ``data``; all looked up before any work."""
+    paths = [next(Path(data).glob(f"{subject}*_T1w.nii*"), None) for subject in subjects]
+    missing = [s for s, p in zip(subjects, paths, strict=True) if p is None]
+    if missing:
+        raise InputError(f"{data}: no {missing[0]}*_T1w.nii(.gz) there; give --data the folder of the references")
+    return paths
+
+
 def split_volumes(volumes: list[VolumeFile], val_fraction: float = 0.08, test_fraction: float = 0.15,
                   seed: int = 0, split_file: str | None = None, val_subjects: list[str] | None = None,
                   test_subjects: list[str] | None = None) -> dict[str, list[VolumeFile]]:

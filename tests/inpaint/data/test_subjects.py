@@ -7,7 +7,7 @@ import torch
 from inpaint.constants import MASK, SCALE, TARGET
 from inpaint.data.io import InputError, read_volume, write_volume
 from inpaint.data.normalise import Normalise, denormalise, normalise
-from inpaint.data.subjects import find_volumes, make_subject, split_volumes
+from inpaint.data.subjects import find_volumes, make_subject, reference_files, split_volumes
 from inpaint.data.transforms import PatchCentres, PrepareVolume
 from tests.conftest import phantom, write_nifti
 
@@ -44,6 +44,13 @@ def test_split_file_and_explicit_lists(tiny_root, tmp_path):
     with pytest.raises(InputError, match="unknown subject 'sub-99'"):
         split_volumes(volumes, val_subjects=["sub-99"])
 
+
+def test_reference_files_are_all_found_before_any_work(tmp_path):
+    for name in ("sub-01_T1w.nii.gz", "sub-02_T1w.nii"):
+        write_nifti(tmp_path / name, phantom())
+    assert [p.name for p in reference_files(tmp_path, ["sub-02", "sub-01"])] == ["sub-02_T1w.nii", "sub-01_T1w.nii.gz"]
+    with pytest.raises(InputError, match=r"no sub-03\*_T1w.nii\(.gz\) there; give --data the folder"):
+        reference_files(tmp_path, ["sub-01", "sub-03"])
 
 def test_normalisation_uses_acquired_slices_only_and_round_trips(tiny_root):
     from inpaint.data.degrade import Degrade
