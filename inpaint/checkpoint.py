@@ -61,6 +61,12 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def changed_weights(recorded: dict[str, str], weights: dict[str, str], redo: list[str]) -> list[str]:
+    """Names whose checkpoint digest in ``weights`` differs from the one ``recorded`` with earlier scores, except
+    those in ``redo`` (scored again); a name not recorded yet has not changed."""
+    return [n for n, digest in weights.items() if recorded.get(n, digest) != digest and n not in redo]
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint dict of an inpaint .ckpt (CPU tensors), or a one-line InputError."""
     if not path.is_file():

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from inpaint.checkpoint import file_digest, load_module
+from inpaint.checkpoint import changed_weights, file_digest, load_module
 from inpaint.data.degrade import degrade
 from inpaint.data.io import InputError, atomic_write, is_volume_file, read_volume, volume_stem
 from inpaint.data.subjects import VolumeFile, find_volumes, read_split_file
@@ -166,8 +166,7 @@ def prepare_outdir(args: argparse.Namespace, settings: dict[str, Any], columns: 
             if changed:
                 raise InputError(f"{saved}: --resume with {changed[0]}={settings[changed[0]]} but the earlier run used "
                                  f"{old.get(changed[0])}; use the same settings or --overwrite")
-            retrained = [n for n, digest in weights.items()
-                         if old.get("weights", {}).get(n, digest) != digest and n not in args.redo]
+            retrained = changed_weights(old.get("weights", {}), weights, args.redo)
             if retrained:
                 raise InputError(f"{saved}: --resume with --checkpoint {retrained[0]}=... whose file differs from the one "
                                  f"the earlier rows were scored with; add --redo {retrained[0]}, or use --overwrite")

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inpaint import predict  # noqa: E402
-from inpaint.checkpoint import checkpoint_path, file_digest  # noqa: E402
+from inpaint.checkpoint import changed_weights, checkpoint_path, file_digest  # noqa: E402
 from inpaint.data.io import InputError, atomic_write, read_volume  # noqa: E402
 from inpaint.data.subjects import read_split_file, reference_files  # noqa: E402
 from inpaint.interpolate import METHODS  # noqa: E402
@@ -231,7 +231,7 @@ def guard_weights(out: Path, weights: dict[str, str], redo: list[str],
         raise SystemExit(f"error: --redo {unknown[0]}: not a checkpoint of this run; choose from {', '.join(weights)}")
     path = out / "weights.json"
     old = json.loads(path.read_text()) if path.exists() else {}
-    changed = [n for n, digest in weights.items() if old.get(n, digest) != digest and n not in redo]
+    changed = changed_weights(old, weights, redo)
     if changed:
         raise SystemExit(f"error: {path}: --checkpoint {changed[0]} is not the file its scores in {out} were made "
                          f"with; add --redo {changed[0]} to restore and score it again")
