@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                                          for n in FLIPS) + " |")
     print(lines[-1])
     if args.out:
-        atomic_write(args.out, f"`{args.checkpoint}` on the {args.split_name} subjects of {args.split}\n\n" + "\n".join(lines) + "\n")
+        atomic_write(args.out, f"`{args.checkpoint}` on the {args.split_name} subjects of {args.split}, interval "
+                               f"{Restorer(module).settings['interval']} (as the checkpoint expects)\n\n" + "\n".join(lines) + "\n")
     return 0
 
 

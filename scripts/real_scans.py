@@ -201,7 +201,7 @@ def head_variants(methods: list[str], mask: Path) -> list[str]:
 def method_label(method: str) -> str:
     """A method's name in the tables: a mask file's path becomes ``FILE``."""
     parts = shlex.split(method)
-    return " ".join("FILE" if i and parts[i - 1] == "--mask" and part != "auto" else part for i, part in enumerate(parts))
+    return shlex.join("FILE" if i and parts[i - 1] == "--mask" and part != "auto" else part for i, part in enumerate(parts))
 
 
 def restored_dir(out: Path, label: str) -> Path:
@@ -231,17 +231,17 @@ def guard_weights(out: Path, weights: dict[str, str], redo: list[str],
         raise SystemExit(f"error: --redo {unknown[0]}: not a checkpoint of this run; choose from {', '.join(weights)}")
     path = out / "weights.json"
     old = json.loads(path.read_text()) if path.exists() else {}
-    changed = changed_weights(old, weights, redo)
+    scored = {shlex.split(k[2])[0] for k in scores}
+    changed = changed_weights(old, weights, redo) + [n for n in weights if n in scored and n not in old and n not in redo]
     if changed:
-        raise SystemExit(f"error: {path}: --checkpoint {changed[0]} is not the file its scores in {out} were made "
-                         f"with; add --redo {changed[0]} to restore and score it again")
-    for name in redo:
-        for key in [k for k in scores if shlex.split(k[2])[0] == name]:
+        raise SystemExit(f"error: {path}: --checkpoint {changed[0]} is not (or is not recorded as) the file its scores in "
+                         f"{out} were made with; add --redo {changed[0]} to restore and score it again")
+    for name in redo:  # its scored labels and this run's (mask variants included): exactly their folders
+        labels = {label for label in {k[2] for k in scores} | set(order) if shlex.split(label)[0] == name}
+        for key in [k for k in scores if k[2] in labels]:
             del scores[key]
-        stem = restored_dir(out, name).name
-        for folder in (out / "restored").glob(f"{stem}*"):
-            if folder.name == stem or folder.name.startswith(stem + "_"):
-                shutil.rmtree(folder)
+        for label in labels:
+            shutil.rmtree(restored_dir(out, label), ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     if redo:
         write_tables(out, scores, order)
@@ -306,18 +306,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="a checkpoint path or 'pretrained...', optionally with predict flags")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="acquisitions to make (default: all)")
     parser.add_argument("--redo", action="append", default=[], metavar="NAME",
-                        help="restore and score this checkpoint again (its file changed), keeping the other methods")
+                        help="restore and score this checkpoint again (its file changed), keeping the other methods; "
+                             "its scores of subjects and acquisitions outside this run are dropped too")
     args = parser.parse_args(argv)
     methods = args.methods or ["linear"]
-    subjects = args.subjects or [s for s, role in read_split_file(args.split).items() if role == "test"][:3]
+    try:  # every input checked before --redo drops anything
+        subjects = args.subjects or [s for s, role in read_split_file(args.split).items() if role == "test"][:3]
+        references = dict(zip(subjects, reference_files(args.data, subjects), strict=True))
+    except InputError as error:
+        raise SystemExit(f"error: {error}") from None
     acquisitions = [a for a in ACQUISITIONS if not args.only or a.name in args.only]
     scores = read_scores(args.out / "scores.csv")
     order = [method_label(m) for m in head_variants(methods, Path("FILE"))]  # the tables' column order
     guard_weights(args.out, network_weights(methods), args.redo, scores, order)
-    try:
-        references = dict(zip(subjects, reference_files(args.data, subjects), strict=True))
-    except InputError as error:
-        raise SystemExit(f"error: {error}") from None
     jobs = [(s, a) for s in subjects for a in acquisitions]
     for subject, acq in tqdm(jobs, desc="acquisitions", unit="file"):
         data, affine = read_volume(references[subject])

@@ -59,6 +59,8 @@ def find_volumes(root: str | Path, mask_token: str = "mask") -> list[VolumeFile]
 def read_split_file(path: str | Path) -> dict[str, str]:
     """TSV with columns ``subject`` and ``split`` (train/val/test) -> {subject: split}."""
     path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such split file; give --split a TSV with columns subject and split")
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     if not rows or not {"subject", "split"} <= set(rows[0]):
@@ -70,11 +72,17 @@ def read_split_file(path: str | Path) -> dict[str, str]:
 
 
 def reference_files(data: str | Path, subjects: list[str]) -> list[Path]:
-    """Each subject's ``SUBJECT*_T1w.nii(.gz)`` directly in ``data``; all looked up before any work."""
-    paths = [next(Path(data).glob(f"{subject}*_T1w.nii*"), None) for subject in subjects]
-    missing = [s for s, p in zip(subjects, paths, strict=True) if p is None]
-    if missing:
-        raise InputError(f"{data}: no {missing[0]}*_T1w.nii(.gz) there; give --data the folder of the references")
+    """Each subject's one ``SUBJECT_*T1w.nii(.gz)`` directly in ``data``; all looked up before any work."""
+    if not subjects:
+        raise InputError(f"{data}: no subject to look up; check --split and --split-name")
+    paths = []
+    for subject in subjects:
+        found = sorted(Path(data).glob(f"{subject}_*T1w.nii*"))
+        if len(found) != 1:
+            raise InputError(f"{data}: {len(found) or 'no'} {subject}_*T1w.nii(.gz) file(s) there"
+                             f"{' (' + ', '.join(p.name for p in found) + ')' if found else ''}; "
+                             "give --data the folder with one reference per subject")
+        paths.append(found[0])
     return paths
 
 

@@ -109,6 +109,11 @@ def test_a_changed_checkpoint_is_refused_until_redo_scores_it_again(tmp_path, re
     torch.save(checkpoint, model)
     with pytest.raises(SystemExit, match=f"add --redo {re.escape(str(model))}"):
         real_scans.main(argv)
+    wrong_data = [*argv, "--redo", str(model)]
+    wrong_data[1] = str(tmp_path / "nowhere")
+    with pytest.raises(SystemExit, match="no sub-01_"):
+        real_scans.main(wrong_data)
+    assert real_scans.read_scores(tmp_path / "out" / "scores.csv") == first  # inputs checked before --redo drops
     assert real_scans.main([*argv, "--redo", str(model)]) == 0
     second = real_scans.read_scores(tmp_path / "out" / "scores.csv")
     assert second[("sub-01", "thin-5mm", "linear")] == first[("sub-01", "thin-5mm", "linear")]
@@ -118,6 +123,9 @@ def test_a_changed_checkpoint_is_refused_until_redo_scores_it_again(tmp_path, re
     header = (tmp_path / "out" / "scores.md").read_text().splitlines()[0]
     assert header.index(f"| {model} PSNR") < header.index("| cubic PSNR")  # columns in the command's order
     assert real_scans.main(argv) == 0  # and it resumes with the new file
+    (tmp_path / "out" / "weights.json").unlink()  # scores whose file was never recorded are not trusted
+    with pytest.raises(SystemExit, match="is not recorded as"):
+        real_scans.main(argv)
     with pytest.raises(SystemExit, match="--redo cubic: not a checkpoint of this run"):
         real_scans.main([*argv, "--redo", "cubic"])
     with pytest.raises(SystemExit, match="--checkpoint nothing.ckpt: no such file"):

@@ -7,7 +7,7 @@ import torch
 from inpaint.constants import MASK, SCALE, TARGET
 from inpaint.data.io import InputError, read_volume, write_volume
 from inpaint.data.normalise import Normalise, denormalise, normalise
-from inpaint.data.subjects import find_volumes, make_subject, reference_files, split_volumes
+from inpaint.data.subjects import find_volumes, make_subject, read_split_file, reference_files, split_volumes
 from inpaint.data.transforms import PatchCentres, PrepareVolume
 from tests.conftest import phantom, write_nifti
 
@@ -45,12 +45,22 @@ def test_split_file_and_explicit_lists(tiny_root, tmp_path):
         split_volumes(volumes, val_subjects=["sub-99"])
 
 
-def test_reference_files_are_all_found_before_any_work(tmp_path):
+def test_reference_files_are_exact_and_a_missing_one_is_a_one_line_error(tmp_path):
     for name in ("sub-01_T1w.nii.gz", "sub-02_T1w.nii"):
         write_nifti(tmp_path / name, phantom())
     assert [p.name for p in reference_files(tmp_path, ["sub-02", "sub-01"])] == ["sub-02_T1w.nii", "sub-01_T1w.nii.gz"]
-    with pytest.raises(InputError, match=r"no sub-03\*_T1w.nii\(.gz\) there; give --data the folder"):
+    with pytest.raises(InputError, match=r"no sub-03_\*T1w.nii\(.gz\) file\(s\) there; give --data the folder"):
         reference_files(tmp_path, ["sub-01", "sub-03"])
+    write_nifti(tmp_path / "sub-010_T1w.nii.gz", phantom())  # no prefix match: sub-01 is not sub-010
+    assert [p.name for p in reference_files(tmp_path, ["sub-01"])] == ["sub-01_T1w.nii.gz"]
+    write_nifti(tmp_path / "sub-01_acq-b_T1w.nii.gz", phantom())
+    with pytest.raises(InputError, match=r"2 sub-01_\*T1w.nii\(.gz\) file\(s\) there \(sub-01_T1w.nii.gz, sub-01_acq-b"):
+        reference_files(tmp_path, ["sub-01"])
+    with pytest.raises(InputError, match="no subject to look up"):
+        reference_files(tmp_path, [])
+    with pytest.raises(InputError, match="no such split file"):
+        read_split_file(tmp_path / "split.tsv")
+
 
 def test_normalisation_uses_acquired_slices_only_and_round_trips(tiny_root):
     from inpaint.data.degrade import Degrade
