@@ -139,16 +139,19 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def group_pattern(data: Measurements, participants: dict[str, dict[str, Any]], methods: list[str],
-                  contrast: tuple[str, str] = CONTRAST, permutations: int = PERMUTATIONS) -> list[dict[str, Any]]:
+                  contrast: tuple[str, str] = CONTRAST, permutations: int = PERMUTATIONS,
+                  within: set[str] | None = None) -> list[dict[str, Any]]:
     """Per method with ≥ ``MIN_PER_GROUP`` subjects in each group: t maps, regional t and their agreement.
 
-    Returns one dict per method: ``method``, ``subjects``, ``counts`` (per group), ``t_reference`` and
+    ``within``: only these subjects (default: every subject the method has).
+    Returns one dict per method: ``method``, ``label`` (the table's name for the row), ``subjects``,
+    ``counts`` (per group), ``t_reference`` and
     ``t_method`` (X, Y, Z), ``affine``, ``mask``, ``map_r``, ``p_reference`` (permutation, family-wise),
     and per quantity ``regional_{q}`` = (t reference, t method) over ``REGION_NAMES`` and ``region_r_{q}``.
     """
     results = []
     for method in methods:
-        subjects = data.subjects(method)
+        subjects = [s for s in data.subjects(method) if within is None or s in within]
         groups = [participants.get(s, {}).get("group") for s in subjects]
         counts = {g: groups.count(g) for g in contrast}
         if min(counts.values()) < MIN_PER_GROUP:
@@ -160,7 +163,7 @@ def group_pattern(data: Measurements, participants: dict[str, dict[str, Any]], m
         for name in t:
             values = reference if name == "reference" else data.stack(subjects, name)[0]
             t[name][mask] = group_t(values[:, mask].astype(np.float64), x)
-        result = {"method": method, "subjects": subjects, "counts": counts, "t_reference": t["reference"],
+        result = {"method": method, "label": method, "subjects": subjects, "counts": counts, "t_reference": t["reference"],
                   "t_method": t[method], "affine": affine, "mask": mask,
                   "map_r": pearson(t["reference"][mask], t[method][mask]),
                   "p_reference": permutation_p(reference[:, mask].astype(np.float64), x, permutations)}
@@ -172,19 +175,40 @@ def group_pattern(data: Measurements, participants: dict[str, dict[str, Any]], m
     return results
 
 
-def group_markdown(results: list[dict[str, Any]], contrast: tuple[str, str] = CONTRAST) -> list[str]:
-    """The summary section: agreement per method, then the regional group t of the reference and each method."""
+def like_for_like(data: Measurements, participants: dict[str, dict[str, Any]], methods: list[str],
+                  contrast: tuple[str, str] = CONTRAST, permutations: int = PERMUTATIONS) -> list[dict[str, Any]]:
+    """Every method again over the subjects all of them have, when their subject sets differ ([] otherwise).
+
+    A network is scored only on subjects it did not train on, the classical methods on all; the agreement
+    of two t maps rises with the number of subjects, so only these rows compare the methods on equal terms.
+    """
+    sets = [set(data.subjects(method)) for method in methods]
+    if len({frozenset(s) for s in sets}) < 2:
+        return []
+    results = group_pattern(data, participants, methods, contrast, permutations, within=set.intersection(*sets))
+    for r in results:
+        r["label"] = f"{r['method']} (common subjects)"
+    return results
+
+
+def group_markdown(results: list[dict[str, Any]], contrast: tuple[str, str] = CONTRAST,
+                   common: list[dict[str, Any]] = ()) -> list[str]:
+    """The summary section: agreement per method (then the ``common`` rows of :func:`like_for_like`), then the
+    regional group t of the reference and each method."""
     lines = ["", f"## Group pattern ({contrast[0]} - {contrast[1]}; GM ~ 1 + group + age + sex)", ""]
     if not results:
         return lines + [f"Fewer than {MIN_PER_GROUP} subjects in a group for every method: no pattern.", ""]
     lines += ["| method | subjects (" + " / ".join(contrast) + ") | r of voxel t maps | r of regional GM t | "
               "r of regional thickness t | reference max abs t (family-wise p) | method max abs t |", "|---|---|---|---|---|---|---|"]
-    for r in results:
+    for r in [*results, *common]:
         mask = r["mask"]
-        lines.append(f"| {r['method']} | {len(r['subjects'])} ({' / '.join(str(r['counts'][g]) for g in contrast)}) | "
+        lines.append(f"| {r['label']} | {len(r['subjects'])} ({' / '.join(str(r['counts'][g]) for g in contrast)}) | "
                      f"{r['map_r']:.3f} | {r['region_r_gm_ml']:.3f} | {r['region_r_thickness_mm']:.3f} | "
                      f"{np.abs(r['t_reference'][mask]).max():.2f} ({r['p_reference']:.3f}) | "
                      f"{np.abs(r['t_method'][mask]).max():.2f} |")
+    if common:
+        lines += ["", f"The methods have different subjects; the rows marked (common subjects) take each over the "
+                      f"{len(common[0]['subjects'])} subjects all of them have: compare methods on those rows."]
     for quantity, label in QUANTITIES.items():
         lines += ["", f"Regional group t, {label} (reference over each method's subjects / method):", "",
                   "| region | " + " | ".join(r["method"] for r in results) + " |", "|---|" + "---|" * len(results)]
@@ -252,12 +276,13 @@ def write_report(args: argparse.Namespace) -> str:
     data = Measurements.read(args.folders)
     methods = list(dict.fromkeys(r["method"] for r in data.rows))
     results = group_pattern(data, participants, methods, tuple(args.contrast), args.permutations)
+    common = like_for_like(data, participants, methods, tuple(args.contrast), args.permutations)
     for r in results:
         for name in ("reference", "method"):
             write_volume(r[f"t_{name}"], r["affine"], args.out / f"group_t_{r['method']}_{name}.nii.gz", overwrite=True)
     if results:
         group_figure(results, args.out / "figures" / "group_t.png")
-    text = "\n".join([f"# Group pattern: {', '.join(map(str, args.folders))}", *group_markdown(results, tuple(args.contrast))])
+    text = "\n".join([f"# Group pattern: {', '.join(map(str, args.folders))}", *group_markdown(results, tuple(args.contrast), common)])
     atomic_write(out_md, text)
     return text
 

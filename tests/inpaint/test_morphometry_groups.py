@@ -96,6 +96,11 @@ def test_a_faithful_method_keeps_the_pattern_and_a_flat_one_loses_it(study, caps
     assert float(rows["faithful"][2]) > 0.9 and float(rows["faithful"][3]) > 0.9
     assert float(rows["flat"][2]) < 0.5 and float(rows["flat"][3]) < 0.5
     assert "(0.010)" in rows["flat"][5]  # the reference's effect, all 16 subjects: p = 1 / 101
+    # like for like: every method again over the 6 subjects both have
+    assert rows["flat (common subjects)"][1] == rows["faithful (common subjects)"][1] == "6 (3 / 3)"
+    assert rows["faithful (common subjects)"][2] == rows["faithful"][2]  # the same subjects: the same agreement
+    assert float(rows["flat (common subjects)"][2]) < float(rows["faithful (common subjects)"][2]) - 0.3
+    assert "over the 6 subjects all of them have" in text
     assert (out / "figures" / "group_t.png").stat().st_size > 10_000
     t = nib.load(str(out / "group_t_flat_reference.nii.gz")).get_fdata()
     assert t[:4, :4, :4].mean() > 5 and abs(t[6:, 6:, 6:].mean()) < 1
