@@ -3,7 +3,7 @@
     module = load_module("pretrained")              # the recommended committed model (inpaint/assets/pretrained)
     module = load_module("runs/x/checkpoints/best.ckpt", device="cuda")
 
-The one loader of predict, evaluate, export and the bench; a :class:`inpaint.restore.Restorer` built
+The one loader of predict, evaluate, export, fit's ``init_from`` and the benchmarks; a :class:`inpaint.restore.Restorer` built
 from the module restores volumes with the settings stored in it.
 """
 
@@ -52,8 +52,8 @@ def checkpoint_path(spec: str) -> Path:
 
 
 def model_card(name: str = "pretrained") -> Path:
-    """The model card (Markdown) of a pretrained model."""
-    return PRETRAINED / (Path(PRETRAINED_MODELS[name]).stem + ".md")
+    """The model card (Markdown) of a pretrained model (a key of ``PRETRAINED_MODELS``)."""
+    return pretrained_path(name).with_suffix(".md")
 
 
 def file_digest(path: str | Path) -> str:

@@ -6,8 +6,9 @@ subjects it did not train on, so its pattern covers fewer subjects) and ``partic
 ``participant_id``, ``group``, ``age``, ``sex`` or ``gender``).
 
 Per method, over the subjects it has rows for, a linear model per voxel of the smoothed, modulated GM
-maps in MNI and per region of the regional GM volume and thickness, ``value ~ 1 + group + age + sex``,
-gives the group's t (first group of ``--contrast`` minus the second). The reference's t over the *same*
+maps in MNI and per region of the regional GM volume and thickness, ``value ~ 1 + group + age + sex``
+(sex only when both occur), gives the group's t (first group of ``--contrast`` minus the second; subjects
+in neither group are left out). The reference's t over the *same*
 subjects is computed alike; the agreement is the Pearson r of the two t maps inside the analysis mask
 (mean reference GM > ``MASK_THRESHOLD``) and of the two sets of regional t values. Whether the reference
 itself shows a group difference is tested by permuting the group labels (family-wise p of the largest |t|).
@@ -151,7 +152,8 @@ def group_pattern(data: Measurements, participants: dict[str, dict[str, Any]], m
     """
     results = []
     for method in methods:
-        subjects = [s for s in data.subjects(method) if within is None or s in within]
+        subjects = [s for s in data.subjects(method) if (within is None or s in within)
+                    and (s not in participants or participants[s]["group"] in contrast)]  # unknown: design() refuses
         groups = [participants.get(s, {}).get("group") for s in subjects]
         counts = {g: groups.count(g) for g in contrast}
         if min(counts.values()) < MIN_PER_GROUP:
@@ -195,7 +197,7 @@ def group_markdown(results: list[dict[str, Any]], contrast: tuple[str, str] = CO
                    common: list[dict[str, Any]] = ()) -> list[str]:
     """The summary section: agreement per method (then the ``common`` rows of :func:`like_for_like`), then the
     regional group t of the reference and each method."""
-    lines = ["", f"## Group pattern ({contrast[0]} - {contrast[1]}; GM ~ 1 + group + age + sex)", ""]
+    lines = ["", f"## Group pattern ({contrast[0]} - {contrast[1]}; value ~ 1 + group + age (+ sex when both occur))", ""]
     if not results:
         return lines + [f"Fewer than {MIN_PER_GROUP} subjects in a group for every method: no pattern.", ""]
     lines += ["| method | subjects (" + " / ".join(contrast) + ") | r of voxel t maps | r of regional GM t | "

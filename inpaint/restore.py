@@ -6,13 +6,16 @@
 
 Validation (``InpaintingModule.validation_step``), ``inpaint.evaluate``, ``inpaint.predict`` and the
 bench all restore through :class:`Restorer`, so one checkpoint on one subject gives one answer. A
-network restore: scale from the acquired slices only, slice axis last, in-plane resampling to the
-checkpoint's spacing when it differs by more than 10 %, ``module.predict_volume`` (patches or the
-acquired-slice grid, data consistency applied once), and every step undone.
+network restore: scale from the acquired slices only, slice axis last, the voxel orientation the
+checkpoint learnt (``geometry.network_frame``), in-plane resampling to the checkpoint's spacing when it
+differs by more than 10 %, padding up to one patch, ``module.predict_volume`` (patches or the
+acquired-slice grid), every step undone; then, with ``strip``, the network's output kept inside the brain
+mask only, and data consistency (acquired slices copied back) once, exactly, in the input's units.
 
 Settings (``SETTINGS``) come from the checkpoint (``hyper_parameters``: the ``inference`` settings that
-decide the result, ``TRAVELS``; ``model.data_consistency``; ``config.data`` for the acquisition); what
-the caller passes overrides them, and ``sources`` says where each came from. Machine-dependent
+decide the result, ``TRAVELS``; ``model.data_consistency``; ``config.data`` for the acquisition, where
+``data_info`` supplies an ``interval`` the config lacks and overrides ``thick_slices``); what the caller
+passes overrides them, and ``sources`` says where each came from. Machine-dependent
 settings (batch size, bf16, fuse, heap) are this machine's defaults. Defaults live in ``inpaint.config``
 only; :func:`add_arguments` gives evaluate and predict the same flags.
 """
@@ -87,7 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser, simulate: str = "") -> None:
     ``simulate``: prefix for the help of the acquisition flags (predict: "with --simulate: ").
     """
     parser.add_argument("--interval", type=int, metavar="N",
-                        help=f"{simulate}keep every N-th axial slice (default: as the checkpoint was trained, else 5)")
+                        help=f"{simulate}keep every N-th axial slice (default: the checkpoint's data.interval, i.e. its "
+                             "validation interval for a multi-interval model, else 5)")
     parser.add_argument("--offset", type=int, metavar="K",
                         help=f"{simulate}kept slices k %% N == K, 0-based in the file's voxel order (default: as trained, else 0)")
     parser.add_argument("--thick-slices", action=argparse.BooleanOptionalAction,

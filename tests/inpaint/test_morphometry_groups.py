@@ -108,6 +108,19 @@ def test_a_faithful_method_keeps_the_pattern_and_a_flat_one_loses_it(study, caps
     assert "groups.md exists; pass --overwrite" in capsys.readouterr().err
 
 
+def test_a_third_group_is_left_out_not_pooled_with_the_second(study):
+    root, participants = study
+    text = participants.read_text().replace("\tcontrol\n", "\tpatient\n", 2)  # sub-00, sub-02 move to a third group
+    participants.write_text(text)
+    out = root / "groups"
+    assert main([str(root / "held_out"), str(root / "train"), "--participants", str(participants), "--out", str(out),
+                 "--permutations", "10"]) == 0
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in (out / "groups.md").read_text().splitlines()
+            if line.startswith("| f")}
+    assert rows["flat"][1] == "14 (8 / 6)"  # before: 16 (8 / 8), the third group counted as control
+    assert "faithful" not in rows  # its held-out 6 keep 1 control: too few for a pattern
+
+
 def test_a_subject_given_twice_is_refused(study, capsys):
     root, participants = study
     assert main([str(root / "train"), str(root / "train"), "--participants", str(participants),
