@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from inpaint.reporting import read_rows
 CONTRAST = ("depr", "control")  # ds002748: depressed minus control
 MASK_THRESHOLD = 0.2  # analysis voxels: the subjects' mean smoothed, modulated reference GM above this
 PERMUTATIONS = 1000
+SPLITS = 100  # random relabellings for the agreement of an arbitrary split (shared anatomy, no group effect)
 MIN_PER_GROUP = 2
 
 
@@ -76,16 +78,28 @@ def group_t(values: np.ndarray, x: np.ndarray) -> np.ndarray:
         return np.where(variance > 0, beta[1] / np.sqrt(variance), 0.0)
 
 
-def permutation_p(values: np.ndarray, x: np.ndarray, permutations: int = PERMUTATIONS, seed: int = 0) -> float:
-    """Family-wise p of the largest |group t| over the columns of ``values`` (n, V), group labels permuted."""
+def relabelled(x: np.ndarray, count: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """``count`` copies of the design ``x`` (n, p) with the group column permuted (covariates stay with their subjects)."""
     rng = np.random.default_rng(seed)
-    observed = np.abs(group_t(values, x)).max()
-    exceed = 0
-    for _ in range(permutations):
+    for _ in range(count):
         shuffled = x.copy()
         shuffled[:, 1] = rng.permutation(x[:, 1])
-        exceed += np.abs(group_t(values, shuffled)).max() >= observed
+        yield shuffled
+
+
+def permutation_p(values: np.ndarray, x: np.ndarray, permutations: int = PERMUTATIONS, seed: int = 0) -> float:
+    """Family-wise p of the largest |group t| over the columns of ``values`` (n, V), group labels permuted."""
+    observed = np.abs(group_t(values, x)).max()
+    exceed = sum(np.abs(group_t(values, shuffled)).max() >= observed for shuffled in relabelled(x, permutations, seed))
     return (exceed + 1) / (permutations + 1)
+
+
+def split_agreement(reference: np.ndarray, method: np.ndarray, x: np.ndarray, splits: int = SPLITS) -> tuple[float, float]:
+    """Mean and std of the r between the reference's and the method's group t, (n, V) each, over random
+    relabellings of the groups: how well the method keeps a difference between arbitrary subject groups.
+    With no real group effect, the r of the true groups is one draw from this distribution."""
+    r = [pearson(group_t(reference, shuffled), group_t(method, shuffled)) for shuffled in relabelled(x, splits, seed=1)]
+    return float(np.nanmean(r)), float(np.nanstd(r))
 
 
 @dataclass
@@ -147,10 +161,11 @@ def group_pattern(data: Measurements, participants: dict[str, dict[str, Any]], m
     ``within``: only these subjects (default: every subject the method has).
     Returns one dict per method: ``method``, ``label`` (the table's name for the row), ``subjects``,
     ``counts`` (per group), ``t_reference`` and
-    ``t_method`` (X, Y, Z), ``affine``, ``mask``, ``map_r``, ``p_reference`` (permutation, family-wise),
-    and per quantity ``regional_{q}`` = (t reference, t method) over ``REGION_NAMES`` and ``region_r_{q}``.
+    ``t_method`` (X, Y, Z), ``affine``, ``mask``, ``map_r``, ``map_r_splits`` (:func:`split_agreement`),
+    ``p_reference`` (permutation, family-wise), and per quantity ``regional_{q}`` = (t reference, t method)
+    over ``REGION_NAMES``, ``region_r_{q}`` and ``region_r_splits_{q}``.
     """
-    results = []
+    results, p_reference = [], {}  # the reference's p, once per set of subjects
     for method in methods:
         subjects = [s for s in data.subjects(method) if (within is None or s in within)
                     and (s not in participants or participants[s]["group"] in contrast)]  # unknown: design() refuses
@@ -161,33 +176,39 @@ def group_pattern(data: Measurements, participants: dict[str, dict[str, Any]], m
         x = design(subjects, participants, contrast)
         reference, affine = data.stack(subjects, "reference")
         mask = reference.mean(0) > MASK_THRESHOLD
+        values = [reference[:, mask].astype(np.float64), data.stack(subjects, method)[0][:, mask].astype(np.float64)]
         t = {name: np.zeros(mask.shape, np.float32) for name in ("reference", method)}
-        for name in t:
-            values = reference if name == "reference" else data.stack(subjects, name)[0]
-            t[name][mask] = group_t(values[:, mask].astype(np.float64), x)
+        for name, v in zip(t, values, strict=True):
+            t[name][mask] = group_t(v, x)
         result = {"method": method, "label": method, "subjects": subjects, "counts": counts, "t_reference": t["reference"],
                   "t_method": t[method], "affine": affine, "mask": mask,
-                  "map_r": pearson(t["reference"][mask], t[method][mask]),
-                  "p_reference": permutation_p(reference[:, mask].astype(np.float64), x, permutations)}
+                  "map_r": pearson(t["reference"][mask], t[method][mask]), "map_r_splits": split_agreement(*values, x),
+                  "p_reference": p_reference.get(tuple(subjects)) or permutation_p(values[0], x, permutations)}
+        p_reference[tuple(subjects)] = result["p_reference"]
         for quantity in QUANTITIES:
-            pair = [group_t(data.regional(subjects, name, quantity), x) for name in ("reference", method)]
+            regional = [data.regional(subjects, name, quantity) for name in ("reference", method)]
+            pair = [group_t(v, x) for v in regional]
             result[f"regional_{quantity}"] = pair
             result[f"region_r_{quantity}"] = pearson(*pair)
+            result[f"region_r_splits_{quantity}"] = split_agreement(*regional, x)
         results.append(result)
     return results
 
 
 def like_for_like(data: Measurements, participants: dict[str, dict[str, Any]], methods: list[str],
                   contrast: tuple[str, str] = CONTRAST, permutations: int = PERMUTATIONS) -> list[dict[str, Any]]:
-    """Every method again over the subjects all of them have, when their subject sets differ ([] otherwise).
+    """Each method with more subjects again, over the subjects all methods have ([] when all have the same).
 
     A network is scored only on subjects it did not train on, the classical methods on all; the agreement
-    of two t maps rises with the number of subjects, so only these rows compare the methods on equal terms.
+    of two t maps rises with the number of subjects, so these rows and those of the methods that have only
+    the common subjects compare the methods on equal terms.
     """
     sets = [set(data.subjects(method)) for method in methods]
-    if len({frozenset(s) for s in sets}) < 2:
+    common = set.intersection(*sets)
+    if all(s == common for s in sets):
         return []
-    results = group_pattern(data, participants, methods, contrast, permutations, within=set.intersection(*sets))
+    wider = [method for method, s in zip(methods, sets, strict=True) if s != common]  # the others already are
+    results = group_pattern(data, participants, wider, contrast, permutations, within=common)
     for r in results:
         r["label"] = f"{r['method']} (common subjects)"
     return results
@@ -200,17 +221,26 @@ def group_markdown(results: list[dict[str, Any]], contrast: tuple[str, str] = CO
     lines = ["", f"## Group pattern ({contrast[0]} - {contrast[1]}; value ~ 1 + group + age (+ sex when both occur))", ""]
     if not results:
         return lines + [f"Fewer than {MIN_PER_GROUP} subjects in a group for every method: no pattern.", ""]
-    lines += ["| method | subjects (" + " / ".join(contrast) + ") | r of voxel t maps | r of regional GM t | "
-              "r of regional thickness t | reference max abs t (family-wise p) | method max abs t |", "|---|---|---|---|---|---|---|"]
+    lines += ["| method | subjects (" + " / ".join(contrast) + ") | r of voxel t maps (random splits) | r of regional GM t "
+              "(random splits) | r of regional thickness t (random splits) | reference max abs t (family-wise p) | "
+              "method max abs t |", "|---|---|---|---|---|---|---|"]
+
+    def agreement(r: dict[str, Any], key: str) -> str:
+        mean, std = r[key.replace("_r", "_r_splits", 1)]
+        return f"{r[key]:.3f} ({mean:.2f} ± {std:.2f})"
+
     for r in [*results, *common]:
         mask = r["mask"]
         lines.append(f"| {r['label']} | {len(r['subjects'])} ({' / '.join(str(r['counts'][g]) for g in contrast)}) | "
-                     f"{r['map_r']:.3f} | {r['region_r_gm_ml']:.3f} | {r['region_r_thickness_mm']:.3f} | "
+                     f"{agreement(r, 'map_r')} | {agreement(r, 'region_r_gm_ml')} | {agreement(r, 'region_r_thickness_mm')} | "
                      f"{np.abs(r['t_reference'][mask]).max():.2f} ({r['p_reference']:.3f}) | "
                      f"{np.abs(r['t_method'][mask]).max():.2f} |")
+    lines += ["", f"(random splits): mean ± std of the same r over {SPLITS} random relabellings of the groups, how well a "
+                  "method keeps the difference between arbitrary groups of these subjects. When the reference shows no "
+                  "group effect, the r of the true groups is one draw from that distribution."]
     if common:
-        lines += ["", f"The methods have different subjects; the rows marked (common subjects) take each over the "
-                      f"{len(common[0]['subjects'])} subjects all of them have: compare methods on those rows."]
+        lines += ["", f"The methods have different subjects; the rows marked (common subjects) take a method again over "
+                      f"the {len(common[0]['subjects'])} subjects all methods have: compare methods on those subjects."]
     for quantity, label in QUANTITIES.items():
         lines += ["", f"Regional group t, {label} (reference over each method's subjects / method):", "",
                   "| region | " + " | ".join(r["method"] for r in results) + " |", "|---|" + "---|" * len(results)]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from inpaint.morphometry import REGION_NAMES
-from inpaint.morphometry_groups import design, evaluate_section, group_t, main, permutation_p
+from inpaint.morphometry_groups import design, evaluate_section, group_t, main, permutation_p, split_agreement
 
 QUANTITIES = ("gm_ml", "thickness_mm")
 SHAPE = (12, 14, 10)
@@ -85,6 +85,22 @@ def test_permutation_p_is_small_for_an_effect_and_not_for_noise():
     assert permutation_p(noise, x, 200) > 0.05
 
 
+def test_split_agreement_measures_kept_subject_differences_not_the_group_effect():
+    rng = np.random.default_rng(3)
+    x = np.stack([np.ones(20), np.tile([0.0, 1.0], 10)], 1)
+    anatomy = rng.normal(0, 1, (20, 200))
+    mean, std = split_agreement(anatomy, anatomy + rng.normal(0, 0.1, anatomy.shape), x)
+    assert mean > 0.95 and std < 0.05  # a method that keeps each subject's anatomy agrees for any split
+    mean, std = split_agreement(anatomy, rng.normal(0, 1, anatomy.shape), x)
+    assert abs(mean) < 0.1  # one that replaces it does not, whatever the groups
+    # a real effect in 50 of 200 values that the method loses although it keeps the anatomy: the true
+    # groups' r falls far below the random splits' (which do not see the effect)
+    reference = anatomy.copy()
+    reference[:, :50] += 2 * x[:, 1:]
+    mean, std = split_agreement(reference, anatomy, x)
+    assert mean > 0.9 and np.corrcoef(group_t(reference, x), group_t(anatomy, x))[0, 1] < mean - 5 * std
+
+
 def test_a_faithful_method_keeps_the_pattern_and_a_flat_one_loses_it(study, capsys):
     root, participants = study
     out = root / "groups"
@@ -93,14 +109,14 @@ def test_a_faithful_method_keeps_the_pattern_and_a_flat_one_loses_it(study, caps
     text = (out / "groups.md").read_text()
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.splitlines() if line.startswith("| f")}
     assert rows["flat"][1] == "16 (8 / 8)" and rows["faithful"][1] == "6 (3 / 3)"  # a network: held-out subjects only
-    assert float(rows["faithful"][2]) > 0.9 and float(rows["faithful"][3]) > 0.9
-    assert float(rows["flat"][2]) < 0.5 and float(rows["flat"][3]) < 0.5
+    r = {name: [float(cell.split()[0]) for cell in row[2:5]] for name, row in rows.items()}  # "0.950 (0.93 ± 0.02)"
+    assert r["faithful"][0] > 0.9 and r["faithful"][1] > 0.9
+    assert r["flat"][0] < 0.5 and r["flat"][1] < 0.5
     assert "(0.010)" in rows["flat"][5]  # the reference's effect, all 16 subjects: p = 1 / 101
-    # like for like: every method again over the 6 subjects both have
-    assert rows["flat (common subjects)"][1] == rows["faithful (common subjects)"][1] == "6 (3 / 3)"
-    assert rows["faithful (common subjects)"][2] == rows["faithful"][2]  # the same subjects: the same agreement
-    assert float(rows["flat (common subjects)"][2]) < float(rows["faithful (common subjects)"][2]) - 0.3
-    assert "over the 6 subjects all of them have" in text
+    # like for like: flat again over the 6 subjects both have (faithful has only those)
+    assert rows["flat (common subjects)"][1] == "6 (3 / 3)" and "faithful (common subjects)" not in rows
+    assert r["flat (common subjects)"][0] < r["faithful"][0] - 0.3
+    assert "over the 6 subjects all methods have" in text
     assert (out / "figures" / "group_t.png").stat().st_size > 10_000
     t = nib.load(str(out / "group_t_flat_reference.nii.gz")).get_fdata()
     assert t[:4, :4, :4].mean() > 5 and abs(t[6:, 6:, 6:].mean()) < 1
