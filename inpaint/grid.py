@@ -9,7 +9,8 @@ in-plane to the spacing it was trained at and back, ``inpaint.restore``). The ou
   is more than 2 % away from N, e.g. 4.4 mm slices: 4-fold fill at 1.1 mm, then 1.1 -> 1 mm; in-plane
   axes only when more than 2 % away from t);
 - ``input``: the input's in-plane spacing and slice spacing ``s / N``: no resampling of the output;
-  acquired slices are output slices, copied exactly.
+  acquired slices are output slices, copied exactly when data consistency is on (not for
+  ``pretrained-thick`` or ``--data-consistency off``, whose network predicts them).
 
 Resampling keeps voxel 0 where it is in world coordinates (the first acquired slice stays slice 0), the
 axis directions, and the field of view from the first to the last voxel centre; it is linear, after a

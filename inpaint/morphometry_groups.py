@@ -10,8 +10,11 @@ maps in MNI and per region of the regional GM volume and thickness, ``value ~ 1 
 (sex only when both occur), gives the group's t (first group of ``--contrast`` minus the second; subjects
 in neither group are left out). The reference's t over the *same*
 subjects is computed alike; the agreement is the Pearson r of the two t maps inside the analysis mask
-(mean reference GM > ``MASK_THRESHOLD``) and of the two sets of regional t values. Whether the reference
-itself shows a group difference is tested by permuting the group labels (family-wise p of the largest |t|).
+(mean reference GM > ``MASK_THRESHOLD``) and of the two sets of regional t values, each beside its mean
+± std over ``SPLITS`` random relabellings of the groups (how well a method keeps the difference between
+arbitrary groups of the same subjects). Whether the reference itself shows a group difference is tested
+by permuting the group labels (family-wise p of the largest |t|). When the methods have different
+subjects, each method with more is taken again over the subjects all have ("common subjects" rows).
 
     python -m inpaint.morphometry_groups eval-out/ds002748_cpu/morphometry eval-out/ds002748_cpu/morphometry_train \\
         --participants ../shared/data/ds002748/participants.tsv --out eval-out/ds002748_cpu/groups
@@ -54,7 +57,8 @@ def read_participants(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def design(subjects: list[str], participants: dict[str, dict[str, Any]], contrast: tuple[str, str] = CONTRAST) -> np.ndarray:
-    """(n, p) design: intercept, group (1 for ``contrast[0]``), centred age, and sex when both occur; column 1 is tested."""
+    """(n, p) design: intercept, group (1 for ``contrast[0]``), centred age, and sex when both occur and it is not
+    confounded with the group (the design stays of full rank); column 1 is tested."""
     missing = [s for s in subjects if s not in participants]
     if missing:
         raise InputError(f"{missing[0]} is not in participants.tsv; every evaluated subject needs a group")
@@ -62,9 +66,14 @@ def design(subjects: list[str], participants: dict[str, dict[str, Any]], contras
     age = np.array([i["age"] for i in info])
     sex = np.array([i["sex"] for i in info])
     columns = [np.ones(len(subjects)), np.array([float(i["group"] == contrast[0]) for i in info]), age - age.mean()]
-    if 0 < sex.sum() < len(sex):
+    if 0 < sex.sum() < len(sex) and full_rank(np.stack([*columns, sex], 1)):
         columns.append(sex)
     return np.stack(columns, 1)
+
+
+def full_rank(x: np.ndarray) -> bool:
+    """Whether the columns of the design ``x`` (n, p) are independent (its coefficients can be estimated)."""
+    return bool(np.linalg.matrix_rank(x) == x.shape[1])
 
 
 def group_t(values: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -79,27 +88,35 @@ def group_t(values: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def relabelled(x: np.ndarray, count: int, seed: int = 0) -> Iterator[np.ndarray]:
-    """``count`` copies of the design ``x`` (n, p) with the group column permuted (covariates stay with their subjects)."""
+    """``count`` copies of the design ``x`` (n, p) with the group column permuted (covariates stay with their
+    subjects); draws that confound the group with a covariate (rank-deficient) are skipped."""
     rng = np.random.default_rng(seed)
-    for _ in range(count):
+    made = 0
+    for _ in range(100 * count):
         shuffled = x.copy()
         shuffled[:, 1] = rng.permutation(x[:, 1])
-        yield shuffled
+        if full_rank(shuffled):
+            made += 1
+            yield shuffled
+            if made == count:
+                return
 
 
 def permutation_p(values: np.ndarray, x: np.ndarray, permutations: int = PERMUTATIONS, seed: int = 0) -> float:
     """Family-wise p of the largest |group t| over the columns of ``values`` (n, V), group labels permuted."""
     observed = np.abs(group_t(values, x)).max()
-    exceed = sum(np.abs(group_t(values, shuffled)).max() >= observed for shuffled in relabelled(x, permutations, seed))
-    return (exceed + 1) / (permutations + 1)
+    maxima = [np.abs(group_t(values, shuffled)).max() for shuffled in relabelled(x, permutations, seed)]
+    return (sum(m >= observed for m in maxima) + 1) / (len(maxima) + 1)
 
 
 def split_agreement(reference: np.ndarray, method: np.ndarray, x: np.ndarray, splits: int = SPLITS) -> tuple[float, float]:
     """Mean and std of the r between the reference's and the method's group t, (n, V) each, over random
     relabellings of the groups: how well the method keeps a difference between arbitrary subject groups.
     With no real group effect, the r of the true groups is one draw from this distribution."""
-    r = [pearson(group_t(reference, shuffled), group_t(method, shuffled)) for shuffled in relabelled(x, splits, seed=1)]
-    return float(np.nanmean(r)), float(np.nanstd(r))
+    r = np.array([pearson(group_t(reference, shuffled), group_t(method, shuffled))
+                  for shuffled in relabelled(x, splits, seed=1)])
+    r = r[np.isfinite(r)]
+    return (float(r.mean()), float(r.std())) if len(r) else (float("nan"), float("nan"))
 
 
 @dataclass
@@ -155,17 +172,18 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def group_pattern(data: Measurements, participants: dict[str, dict[str, Any]], methods: list[str],
                   contrast: tuple[str, str] = CONTRAST, permutations: int = PERMUTATIONS,
-                  within: set[str] | None = None) -> list[dict[str, Any]]:
+                  within: set[str] | None = None, p_cache: dict[tuple[str, ...], float] | None = None) -> list[dict[str, Any]]:
     """Per method with ≥ ``MIN_PER_GROUP`` subjects in each group: t maps, regional t and their agreement.
 
-    ``within``: only these subjects (default: every subject the method has).
+    ``within``: only these subjects (default: every subject the method has). ``p_cache``: the reference's p by
+    subject set, shared between calls (it depends on the subjects only).
     Returns one dict per method: ``method``, ``label`` (the table's name for the row), ``subjects``,
     ``counts`` (per group), ``t_reference`` and
     ``t_method`` (X, Y, Z), ``affine``, ``mask``, ``map_r``, ``map_r_splits`` (:func:`split_agreement`),
     ``p_reference`` (permutation, family-wise), and per quantity ``regional_{q}`` = (t reference, t method)
     over ``REGION_NAMES``, ``region_r_{q}`` and ``region_r_splits_{q}``.
     """
-    results, p_reference = [], {}  # the reference's p, once per set of subjects
+    results, p_cache = [], {} if p_cache is None else p_cache
     for method in methods:
         subjects = [s for s in data.subjects(method) if (within is None or s in within)
                     and (s not in participants or participants[s]["group"] in contrast)]  # unknown: design() refuses
@@ -174,17 +192,21 @@ def group_pattern(data: Measurements, participants: dict[str, dict[str, Any]], m
         if min(counts.values()) < MIN_PER_GROUP:
             continue
         x = design(subjects, participants, contrast)
+        if x.shape[0] <= x.shape[1] or not full_rank(x):  # no residual degrees of freedom, or e.g. one age for all
+            continue
+        key = tuple(subjects)
         reference, affine = data.stack(subjects, "reference")
         mask = reference.mean(0) > MASK_THRESHOLD
         values = [reference[:, mask].astype(np.float64), data.stack(subjects, method)[0][:, mask].astype(np.float64)]
         t = {name: np.zeros(mask.shape, np.float32) for name in ("reference", method)}
         for name, v in zip(t, values, strict=True):
             t[name][mask] = group_t(v, x)
+        if key not in p_cache:
+            p_cache[key] = permutation_p(values[0], x, permutations)
         result = {"method": method, "label": method, "subjects": subjects, "counts": counts, "t_reference": t["reference"],
                   "t_method": t[method], "affine": affine, "mask": mask,
                   "map_r": pearson(t["reference"][mask], t[method][mask]), "map_r_splits": split_agreement(*values, x),
-                  "p_reference": p_reference.get(tuple(subjects)) or permutation_p(values[0], x, permutations)}
-        p_reference[tuple(subjects)] = result["p_reference"]
+                  "p_reference": p_cache[key]}
         for quantity in QUANTITIES:
             regional = [data.regional(subjects, name, quantity) for name in ("reference", method)]
             pair = [group_t(v, x) for v in regional]
@@ -195,23 +217,34 @@ def group_pattern(data: Measurements, participants: dict[str, dict[str, Any]], m
     return results
 
 
-def like_for_like(data: Measurements, participants: dict[str, dict[str, Any]], methods: list[str],
-                  contrast: tuple[str, str] = CONTRAST, permutations: int = PERMUTATIONS) -> list[dict[str, Any]]:
-    """Each method with more subjects again, over the subjects all methods have ([] when all have the same).
+def like_for_like(data: Measurements, participants: dict[str, dict[str, Any]], results: list[dict[str, Any]],
+                  contrast: tuple[str, str] = CONTRAST, permutations: int = PERMUTATIONS,
+                  p_cache: dict[tuple[str, ...], float] | None = None) -> list[dict[str, Any]]:
+    """Each method of ``results`` (:func:`group_pattern`) with more subjects again, over the subjects all of them
+    have ([] when they all have the same, or there are fewer than two).
 
     A network is scored only on subjects it did not train on, the classical methods on all; the agreement
     of two t maps rises with the number of subjects, so these rows and those of the methods that have only
     the common subjects compare the methods on equal terms.
     """
-    sets = [set(data.subjects(method)) for method in methods]
-    common = set.intersection(*sets)
-    if all(s == common for s in sets):
+    sets = [set(r["subjects"]) for r in results]
+    if len(sets) < 2:
         return []
-    wider = [method for method, s in zip(methods, sets, strict=True) if s != common]  # the others already are
-    results = group_pattern(data, participants, wider, contrast, permutations, within=common)
-    for r in results:
+    common = set.intersection(*sets)
+    wider = [r["method"] for r, s in zip(results, sets, strict=True) if s != common]  # the others already are
+    again = group_pattern(data, participants, wider, contrast, permutations, within=common, p_cache=p_cache) if wider else []
+    for r in again:
         r["label"] = f"{r['method']} (common subjects)"
-    return results
+    return again
+
+
+def group_report(data: Measurements, participants: dict[str, dict[str, Any]], methods: list[str],
+                 contrast: tuple[str, str] = CONTRAST, permutations: int = PERMUTATIONS
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """:func:`group_pattern` of each method and its :func:`like_for_like` rows, the reference's p computed once per subject set."""
+    p_cache: dict[tuple[str, ...], float] = {}
+    results = group_pattern(data, participants, methods, contrast, permutations, p_cache=p_cache)
+    return results, like_for_like(data, participants, results, contrast, permutations, p_cache)
 
 
 def group_markdown(results: list[dict[str, Any]], contrast: tuple[str, str] = CONTRAST,
@@ -280,10 +313,10 @@ def evaluate_section(out: Path, data_root: Path, methods: list[str], figures: bo
     path = Path(data_root) / "participants.tsv"
     if not path.is_file() or "group" not in path.read_text().splitlines()[0].split("\t"):
         return []
-    results = group_pattern(Measurements.read([out]), read_participants(path), methods)
+    results, common = group_report(Measurements.read([out]), read_participants(path), methods)
     if results and figures:
         group_figure(results, Path(out) / "figures" / "group_t.png")
-    return group_markdown(results)
+    return group_markdown(results, CONTRAST, common)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,8 +340,7 @@ def write_report(args: argparse.Namespace) -> str:
     participants = read_participants(args.participants)
     data = Measurements.read(args.folders)
     methods = list(dict.fromkeys(r["method"] for r in data.rows))
-    results = group_pattern(data, participants, methods, tuple(args.contrast), args.permutations)
-    common = like_for_like(data, participants, methods, tuple(args.contrast), args.permutations)
+    results, common = group_report(data, participants, methods, tuple(args.contrast), args.permutations)
     for r in results:
         for name in ("reference", "method"):
             write_volume(r[f"t_{name}"], r["affine"], args.out / f"group_t_{r['method']}_{name}.nii.gz", overwrite=True)

@@ -8,8 +8,8 @@ Any slice spacing s and in-plane spacing: the fill factor is ``N = round(s / t)`
 spacing t (``--target-spacing``, else the checkpoint's slice spacing, else 1 mm). The output is float32,
 by default isotropic at t, with voxel 0 at the first acquired slice's first voxel in world
 coordinates; ``--grid input`` keeps the input's in-plane spacing and writes the ``(n - 1) N + 1``
-slices at ``s / N`` with the ``n`` acquired slices at ``0, N, 2N, ...``, copied exactly unless the checkpoint
-predicts them (no data consistency, e.g. ``pretrained-thick``: a thick slice is not a thin one) (``inpaint.grid``). A network
+slices at ``s / N`` with the ``n`` acquired slices at ``0, N, 2N, ...``, copied exactly unless data
+consistency is off (``pretrained-thick``, whose thick slice is not a thin one, or ``--data-consistency off``) (``inpaint.grid``). A network
 restores with the settings stored in its checkpoint (``inpaint.restore``); the flags you pass override
 them, and the log says which were used.
 """
@@ -182,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m inpaint.predict", description=__doc__.split("\nAny slice spacing")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="The output is float32 (interpolated and predicted values are not integers); acquired slices are "
-               "copied exactly on the input's slice grid (--grid input, or no resampling needed), unless the checkpoint "
-               "predicts them (pretrained-thick). Errors are one "
+               "copied exactly on the input's slice grid (--grid input, or no resampling needed), unless data "
+               "consistency is off (pretrained-thick, or --data-consistency off). Errors are one "
                "line and exit with code 2; nothing is half-written.")
     parser.add_argument("input", type=Path, help="sparse NIfTI or MGZ (any slice and in-plane spacing), or a folder of them")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output file (a folder if INPUT is a folder)")
@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid", choices=GRIDS,
                         help="output grid of a sparse input: 'isotropic' at t (default), or 'input', the input's "
                              "in-plane spacing with slices at slice spacing / N (no resampling; acquired slices copied "
-                             "exactly unless the checkpoint predicts them)")
+                             "exactly unless data consistency is off)")
     parser.add_argument("--mask", type=mask_option, metavar="FILE|auto",
                         help="brain mask on the input's grid (one input file), or 'auto': BET's (the skull extra): the "
                              "network sees and fills the brain, linear interpolation the rest; metrics of --simulate in it")

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 from inpaint.morphometry import REGION_NAMES
-from inpaint.morphometry_groups import design, evaluate_section, group_t, main, permutation_p, split_agreement
+from inpaint.morphometry_groups import (
+    design,
+    evaluate_section,
+    group_t,
+    main,
+    permutation_p,
+    relabelled,
+    split_agreement,
+)
 
 QUANTITIES = ("gm_ml", "thickness_mm")
 SHAPE = (12, 14, 10)
@@ -43,6 +52,12 @@ def write_folder(folder, subjects, groups, methods, rng):
             writer.writerows(table)
 
 
+def summary_rows(text):
+    """The summary table of groups.md: {label: cells}."""
+    return {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.splitlines()
+            if line.startswith("| ") and re.match(r"\d+ \(", line.split(" | ")[1] if " | " in line else "")}
+
+
 @pytest.fixture
 def study(tmp_path):
     rng = np.random.default_rng(0)
@@ -69,10 +84,11 @@ def test_group_t_matches_a_two_sample_t_test_without_covariates():
 
 def test_design_adds_age_and_sex_only_when_both_sexes_occur():
     people = {"a": {"group": "depr", "age": 30.0, "sex": 1.0}, "b": {"group": "control", "age": 40.0, "sex": 0.0},
-              "c": {"group": "depr", "age": 50.0, "sex": 0.0}}
-    x = design(["a", "b", "c"], people)
-    np.testing.assert_allclose(x, [[1, 1, -10, 1], [1, 0, 0, 0], [1, 1, 10, 0]])
-    assert design(["b", "c"], people).shape == (2, 3)
+              "c": {"group": "depr", "age": 50.0, "sex": 0.0}, "d": {"group": "control", "age": 60.0, "sex": 1.0},
+              "e": {"group": "depr", "age": 20.0, "sex": 0.0}}
+    x = design(["a", "b", "c", "d", "e"], people)
+    np.testing.assert_allclose(x, [[1, 1, -10, 1], [1, 0, 0, 0], [1, 1, 10, 0], [1, 0, 20, 1], [1, 1, -20, 0]])
+    assert design(["b", "c", "e"], people).shape == (3, 3)  # all women
     with pytest.raises(ValueError, match="sub-99 is not in participants.tsv"):
         design(["sub-99"], people)
 
@@ -107,7 +123,9 @@ def test_a_faithful_method_keeps_the_pattern_and_a_flat_one_loses_it(study, caps
     assert main([str(root / "held_out"), str(root / "train"), "--participants", str(participants), "--out", str(out),
                  "--permutations", "100"]) == 0
     text = (out / "groups.md").read_text()
-    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.splitlines() if line.startswith("| f")}
+    rows = summary_rows(text)
+    assert set(rows) == {"flat", "faithful", "flat (common subjects)"}
+    assert all(re.fullmatch(r"-?\d\.\d{3} \(-?\d\.\d\d ± \d\.\d\d\)", cell) for row in rows.values() for cell in row[2:5])
     assert rows["flat"][1] == "16 (8 / 8)" and rows["faithful"][1] == "6 (3 / 3)"  # a network: held-out subjects only
     r = {name: [float(cell.split()[0]) for cell in row[2:5]] for name, row in rows.items()}  # "0.950 (0.93 ± 0.02)"
     assert r["faithful"][0] > 0.9 and r["faithful"][1] > 0.9
@@ -131,10 +149,39 @@ def test_a_third_group_is_left_out_not_pooled_with_the_second(study):
     out = root / "groups"
     assert main([str(root / "held_out"), str(root / "train"), "--participants", str(participants), "--out", str(out),
                  "--permutations", "10"]) == 0
-    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in (out / "groups.md").read_text().splitlines()
-            if line.startswith("| f")}
+    rows = summary_rows((out / "groups.md").read_text())
     assert rows["flat"][1] == "14 (8 / 6)"  # before: 16 (8 / 8), the third group counted as control
     assert "faithful" not in rows  # its held-out 6 keep 1 control: too few for a pattern
+
+
+def test_a_subject_missing_from_participants_is_a_one_line_error(study, capsys):
+    root, participants = study
+    participants.write_text("".join(line for line in participants.read_text().splitlines(keepends=True)
+                                    if not line.startswith("sub-03\t")))
+    assert main([str(root / "held_out"), "--participants", str(participants), "--out", str(root / "groups")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "sub-03 is not in participants.tsv" in error and "\n" not in error
+
+
+def test_methods_on_the_same_subjects_get_no_common_rows(study):
+    root, participants = study
+    assert main([str(root / "held_out"), "--participants", str(participants), "--out", str(root / "groups"),
+                 "--permutations", "10"]) == 0
+    text = (root / "groups" / "groups.md").read_text()
+    assert set(summary_rows(text)) == {"flat", "faithful"} and "common subjects" not in text
+
+
+def test_a_group_confounded_with_sex_drops_sex_and_relabellings_stay_fittable():
+    people = {f"s{i}": {"group": "depr" if i < 3 else "control", "age": 20.0 + 7 * i, "sex": float(i < 3)} for i in range(6)}
+    x = design(list(people), people)
+    assert x.shape == (6, 3)  # sex = group: not separable, left out
+    people = {k: {**v, "sex": float(k in ("s0", "s3", "s4"))} for k, v in people.items()}
+    x = design(list(people), people)
+    assert x.shape == (6, 4)
+    draws = list(relabelled(x, 50))  # 3 of 6 men: 1 in 20 draws would make group = sex or 1 - sex
+    assert len(draws) == 50 and all(np.linalg.matrix_rank(d) == 4 for d in draws)
+    values = np.random.default_rng(4).normal(0, 1, (6, 30))
+    assert 0 < permutation_p(values, x, 50) <= 1 and np.isfinite(split_agreement(values, values + 0.1, x)).all()
 
 
 def test_a_subject_given_twice_is_refused(study, capsys):
