@@ -172,18 +172,18 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def group_pattern(data: Measurements, participants: dict[str, dict[str, Any]], methods: list[str],
                   contrast: tuple[str, str] = CONTRAST, permutations: int = PERMUTATIONS,
-                  within: set[str] | None = None, p_cache: dict[tuple[str, ...], float] | None = None) -> list[dict[str, Any]]:
+                  within: set[str] | None = None, references: dict[tuple[str, ...], tuple] | None = None) -> list[dict[str, Any]]:
     """Per method with ≥ ``MIN_PER_GROUP`` subjects in each group: t maps, regional t and their agreement.
 
-    ``within``: only these subjects (default: every subject the method has). ``p_cache``: the reference's p by
-    subject set, shared between calls (it depends on the subjects only).
+    ``within``: only these subjects (default: every subject the method has). ``references``: the reference's
+    side by subject set (its masked maps (n, V), mask, affine and p), read and permuted once, shared between calls.
     Returns one dict per method: ``method``, ``label`` (the table's name for the row), ``subjects``,
     ``counts`` (per group), ``t_reference`` and
     ``t_method`` (X, Y, Z), ``affine``, ``mask``, ``map_r``, ``map_r_splits`` (:func:`split_agreement`),
     ``p_reference`` (permutation, family-wise), and per quantity ``regional_{q}`` = (t reference, t method)
     over ``REGION_NAMES``, ``region_r_{q}`` and ``region_r_splits_{q}``.
     """
-    results, p_cache = [], {} if p_cache is None else p_cache
+    results, references = [], {} if references is None else references
     for method in methods:
         subjects = [s for s in data.subjects(method) if (within is None or s in within)
                     and (s not in participants or participants[s]["group"] in contrast)]  # unknown: design() refuses
@@ -195,18 +195,20 @@ def group_pattern(data: Measurements, participants: dict[str, dict[str, Any]], m
         if x.shape[0] <= x.shape[1] or not full_rank(x):  # no residual degrees of freedom, or e.g. one age for all
             continue
         key = tuple(subjects)
-        reference, affine = data.stack(subjects, "reference")
-        mask = reference.mean(0) > MASK_THRESHOLD
-        values = [reference[:, mask].astype(np.float64), data.stack(subjects, method)[0][:, mask].astype(np.float64)]
+        if key not in references:
+            reference, affine = data.stack(subjects, "reference")
+            mask = reference.mean(0) > MASK_THRESHOLD
+            masked = reference[:, mask].astype(np.float64)
+            references[key] = (masked, mask, affine, permutation_p(masked, x, permutations))
+        masked, mask, affine, p_reference = references[key]
+        values = [masked, data.stack(subjects, method)[0][:, mask].astype(np.float64)]
         t = {name: np.zeros(mask.shape, np.float32) for name in ("reference", method)}
         for name, v in zip(t, values, strict=True):
             t[name][mask] = group_t(v, x)
-        if key not in p_cache:
-            p_cache[key] = permutation_p(values[0], x, permutations)
         result = {"method": method, "label": method, "subjects": subjects, "counts": counts, "t_reference": t["reference"],
                   "t_method": t[method], "affine": affine, "mask": mask,
                   "map_r": pearson(t["reference"][mask], t[method][mask]), "map_r_splits": split_agreement(*values, x),
-                  "p_reference": p_cache[key]}
+                  "p_reference": p_reference}
         for quantity in QUANTITIES:
             regional = [data.regional(subjects, name, quantity) for name in ("reference", method)]
             pair = [group_t(v, x) for v in regional]
@@ -219,7 +221,7 @@ def group_pattern(data: Measurements, participants: dict[str, dict[str, Any]], m
 
 def like_for_like(data: Measurements, participants: dict[str, dict[str, Any]], results: list[dict[str, Any]],
                   contrast: tuple[str, str] = CONTRAST, permutations: int = PERMUTATIONS,
-                  p_cache: dict[tuple[str, ...], float] | None = None) -> list[dict[str, Any]]:
+                  references: dict[tuple[str, ...], tuple] | None = None) -> list[dict[str, Any]]:
     """Each method of ``results`` (:func:`group_pattern`) with more subjects again, over the subjects all of them
     have ([] when they all have the same, or there are fewer than two).
 
@@ -232,7 +234,7 @@ def like_for_like(data: Measurements, participants: dict[str, dict[str, Any]], r
         return []
     common = set.intersection(*sets)
     wider = [r["method"] for r, s in zip(results, sets, strict=True) if s != common]  # the others already are
-    again = group_pattern(data, participants, wider, contrast, permutations, within=common, p_cache=p_cache) if wider else []
+    again = group_pattern(data, participants, wider, contrast, permutations, within=common, references=references) if wider else []
     for r in again:
         r["label"] = f"{r['method']} (common subjects)"
     return again
@@ -241,10 +243,10 @@ def like_for_like(data: Measurements, participants: dict[str, dict[str, Any]], r
 def group_report(data: Measurements, participants: dict[str, dict[str, Any]], methods: list[str],
                  contrast: tuple[str, str] = CONTRAST, permutations: int = PERMUTATIONS
                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """:func:`group_pattern` of each method and its :func:`like_for_like` rows, the reference's p computed once per subject set."""
-    p_cache: dict[tuple[str, ...], float] = {}
-    results = group_pattern(data, participants, methods, contrast, permutations, p_cache=p_cache)
-    return results, like_for_like(data, participants, results, contrast, permutations, p_cache)
+    """:func:`group_pattern` of each method and its :func:`like_for_like` rows, the reference read and permuted once per subject set."""
+    references: dict[tuple[str, ...], tuple] = {}
+    results = group_pattern(data, participants, methods, contrast, permutations, references=references)
+    return results, like_for_like(data, participants, results, contrast, permutations, references)
 
 
 def group_markdown(results: list[dict[str, Any]], contrast: tuple[str, str] = CONTRAST,
