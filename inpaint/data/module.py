@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
-import numpy as np
-import torch
 import torchio as tio
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
@@ -33,6 +30,7 @@ from inpaint.data.degrade import Degrade
 from inpaint.data.demo import demo_dataset
 from inpaint.data.io import read_volume
 from inpaint.data.normalise import Normalise
+from inpaint.data.queue import LatticeQueue, SeededQueue
 from inpaint.data.subjects import VolumeFile, find_volumes, make_subject, split_volumes
 from inpaint.data.transforms import CropAroundBrain, PatchCentres, PrepareVolume, SliceAxisLast, lattice_mask
 
@@ -58,50 +56,6 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
-
-
-class SeededQueue(Dataset):
-    """A ``tio.Queue`` that runs under its own RNG state (torch, numpy, random), seeded once.
-
-    Subject order, patch positions, worker seeds and patch shuffling then depend only on ``seed``
-    (seed, epoch, rank), not on what else draws random numbers in between: this is what makes a
-    resumed run draw exactly the patches of an uninterrupted one.
-
-    Args:
-        make_queue: builds the queue (called once, under the private RNG state).
-        seed: seeds the private RNG state.
-        length: patches per epoch if not all of the queue's (DDP: every rank must take as many steps).
-
-    ``drawn`` collects the names of the subjects whose patches were taken (``data.record_subjects``).
-    """
-
-    def __init__(self, make_queue: Callable[[], tio.Queue], seed: int, length: int | None = None) -> None:
-        self._states = (torch.Generator().manual_seed(seed).get_state(), np.random.RandomState(seed).get_state(),
-                        random.Random(seed).getstate())
-        self.queue = self._isolated(make_queue)
-        self.length = len(self.queue) if length is None else length
-        self.drawn: set[str] = set()
-
-    def _isolated(self, fn: Callable[..., Any], *args: Any) -> Any:
-        outside = (torch.get_rng_state(), np.random.get_state(), random.getstate())
-        torch.set_rng_state(self._states[0])
-        np.random.set_state(self._states[1])
-        random.setstate(self._states[2])
-        try:
-            return fn(*args)
-        finally:
-            self._states = (torch.get_rng_state(), np.random.get_state(), random.getstate())
-            torch.set_rng_state(outside[0])
-            np.random.set_state(outside[1])
-            random.setstate(outside[2])
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> tio.Subject:
-        patch = self._isolated(self.queue.__getitem__, index)
-        self.drawn.add(patch[NAME])
-        return patch
 
 
 def volume_batch(subjects: list[tio.Subject]) -> dict[str, Any]:
@@ -230,7 +184,7 @@ class InpaintDataModule(L.LightningDataModule):
             if max(shares) > length and epoch == 0 and rank == 0:
                 log.info("DDP: ranks draw %s patches this epoch; each rank takes %d (the smallest share)",
                          shares, length)
-        self.train_queue = SeededQueue(lambda: tio.Queue(
+        self.train_queue = SeededQueue(lambda: LatticeQueue(
             dataset, max_length=c.queue_length,
             samples_per_volume=c.samples_per_volume or 1,
             sampler=tio.LabelSampler(self.patch_shape(), label_name=SAMPLING),
