@@ -46,6 +46,7 @@ class DataConfig:
     samples_per_volume: int | None = None  # null = the number of lattice patches in the brain (one paper epoch)
     queue_length: int = 300  # per process (DDP: each rank holds its own queue of its share of subjects)
     num_workers: int = 2  # processes that load + degrade subjects for the queue
+    pipeline: str = "torchio"  # torchio: the TorchIO Queue (CPU workers) | resident: volumes kept on the training device
     batch_size: int = 12  # per device: under DDP the global batch is batch_size x devices x num_nodes
     max_val_subjects: int | None = None
     val_crop: int | None = None  # crop validation volumes to this cube around the brain centre (quick runs)
@@ -152,6 +153,7 @@ class Config:
 
 
 LOGGERS = ("csv", "wandb", "tensorboard", "none")
+PIPELINES = ("torchio", "resident")
 AGGREGATIONS = ("average", "hann")
 
 
@@ -190,6 +192,8 @@ def _explain(error: OmegaConfBaseException, schema: DictConfig, source: str) -> 
 def _check_choices(cfg: DictConfig) -> None:
     if cfg.logger not in LOGGERS:
         raise ConfigError(f"logger={cfg.logger!r} is not one of {', '.join(LOGGERS)}")
+    if cfg.data.pipeline not in PIPELINES:
+        raise ConfigError(f"data.pipeline={cfg.data.pipeline!r} is not one of {', '.join(PIPELINES)}")
     if cfg.inference.aggregation not in AGGREGATIONS:
         raise ConfigError(
             f"inference.aggregation={cfg.inference.aggregation!r} is not one of {', '.join(AGGREGATIONS)}"

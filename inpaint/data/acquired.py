@@ -33,7 +33,7 @@ def gap_targets(target: torch.Tensor, kept: torch.Tensor, slots: int) -> torch.T
 
 def gap_mask(mask: torch.Tensor, kept: torch.Tensor, interval: int) -> torch.Tensor:
     """(X, Y, Z) brain mask -> (X, Y, K) bool: brain in any slice from acquired slice j to the next one."""
-    index = (kept[:, None] + torch.arange(interval + 1)[None, :]).clamp(max=mask.shape[-1] - 1)  # (K, interval + 1)
+    index = (kept[:, None] + torch.arange(interval + 1, device=kept.device)[None, :]).clamp(max=mask.shape[-1] - 1)  # (K, interval + 1)
     return (mask[..., index] > 0).any(-1)
 
 

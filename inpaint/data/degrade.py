@@ -77,7 +77,7 @@ def degrade(reference: torch.Tensor, affine: np.ndarray, interval: int = 5, offs
     """
     axis = find_slice_axis(affine, source)
     try:
-        kept = kept_indices(reference.shape[axis], interval, offset)
+        kept = kept_indices(reference.shape[axis], interval, offset).to(reference.device)
     except ValueError as error:
         raise InputError(f"{source}: {error}") from None
     acquired = reference.float()
@@ -85,7 +85,7 @@ def degrade(reference: torch.Tensor, affine: np.ndarray, interval: int = 5, offs
         acquired = acquired.clone()
         acquired.index_copy_(axis, kept, slab_means(reference, axis, kept, interval))
     filled = fill_missing(acquired, axis, kept, "linear")
-    known = known_volume(tuple(reference.shape), axis, kept).bool()
+    known = known_volume(tuple(reference.shape), axis, kept.cpu()).to(reference.device).bool()
     return Degraded(filled, known, axis, kept, interval, offset)
 
 

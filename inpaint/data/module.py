@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
+import torch
 import torchio as tio
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
@@ -31,6 +32,7 @@ from inpaint.data.demo import demo_dataset
 from inpaint.data.io import read_volume
 from inpaint.data.normalise import Normalise
 from inpaint.data.queue import LatticeQueue, SeededQueue
+from inpaint.data.resident import Draws, ResidentPatches, ResidentVolume, load_volumes
 from inpaint.data.subjects import VolumeFile, find_volumes, make_subject, split_volumes
 from inpaint.data.transforms import CropAroundBrain, PatchCentres, PrepareVolume, SliceAxisLast, lattice_mask
 
@@ -135,15 +137,17 @@ class InpaintDataModule(L.LightningDataModule):
         degrade = Degrade(c.interval, c.offset, c.intervals, c.random_offset, c.thick_slices)
         return [PrepareVolume(), degrade, Normalise(), SliceAxisLast()]
 
+    def num_samples(self, volume: VolumeFile) -> int:
+        """Patches per subject visit: ``data.samples_per_volume``, or null = the subject's lattice patches."""
+        c = self.cfg
+        return c.samples_per_volume or lattice_count(volume, c.patch_size, c.patch_stride)
+
     def train_subjects(self) -> list[tio.Subject]:
-        subjects = []
-        for volume in self.splits["train"]:
-            subject = make_subject(volume)
-            if self.cfg.samples_per_volume is None:
-                subject["num_samples"] = lattice_count(volume, self.cfg.patch_size, self.cfg.patch_stride)
-            subjects.append(subject)
-        if not subjects:
+        if not self.splits["train"]:
             raise ValueError(f"{self.root()}: no training subjects after the split; add volumes or lower the val/test fractions")
+        subjects = [make_subject(volume) for volume in self.splits["train"]]
+        for subject, volume in zip(subjects, self.splits["train"], strict=True):
+            subject["num_samples"] = self.num_samples(volume)
         return subjects
 
     def patch_shape(self) -> tuple[int, int, int]:
@@ -168,6 +172,7 @@ class InpaintDataModule(L.LightningDataModule):
         return self.trainer.current_epoch if self.trainer is not None else 0
 
     def train_dataloader(self) -> DataLoader:
+        """This epoch's training batches from the TorchIO queue (``data.pipeline: torchio``) or resident volumes."""
         c = self.cfg
         rank, world = self._rank_world()
         epoch = self._epoch()
@@ -184,6 +189,13 @@ class InpaintDataModule(L.LightningDataModule):
             if max(shares) > length and epoch == 0 and rank == 0:
                 log.info("DDP: ranks draw %s patches this epoch; each rank takes %d (the smallest share)",
                          shares, length)
+        device = getattr(getattr(self.trainer, "strategy", None), "root_device", None) or torch.device("cpu")
+        if c.pipeline == "resident":
+            order = list(subject_sampler) if subject_sampler is not None else torch.randperm(
+                len(dataset), generator=torch.Generator().manual_seed(epoch_seed)).tolist()
+            self.train_queue = ResidentPatches(self._resident(device), order, self.draws(), c.batch_size,
+                                               c.queue_length, epoch_seed, length)
+            return DataLoader(self.train_queue, batch_size=None, num_workers=0)
         self.train_queue = SeededQueue(lambda: LatticeQueue(
             dataset, max_length=c.queue_length,
             samples_per_volume=c.samples_per_volume or 1,
@@ -191,9 +203,21 @@ class InpaintDataModule(L.LightningDataModule):
             subject_sampler=subject_sampler, shuffle_subjects=subject_sampler is None,
             num_workers=c.num_workers,
         ), epoch_seed, length)
-        device = getattr(getattr(self.trainer, "strategy", None), "root_device", None)
-        cuda = device is not None and device.type == "cuda"
-        return tio.SubjectsLoader(self.train_queue, batch_size=c.batch_size, num_workers=0, pin_memory=cuda)
+        return tio.SubjectsLoader(self.train_queue, batch_size=c.batch_size, num_workers=0,
+                                  pin_memory=device.type == "cuda")
+
+    def draws(self) -> Draws:
+        """The training degradation and patch settings, for ``inpaint.data.resident``."""
+        c = self.cfg
+        return Draws(c.interval, c.offset, tuple(c.intervals), c.random_offset, c.thick_slices, c.patch_size,
+                     c.patch_slices, c.patch_stride, self.acquired_grid, max([c.interval, *c.intervals]))
+
+    def _resident(self, device: torch.device) -> list[ResidentVolume]:
+        """The training volumes on ``device``, read on the first epoch and kept."""
+        if getattr(self, "_resident_volumes", None) is None:
+            volumes = self.splits["train"]
+            self._resident_volumes = load_volumes(volumes, [int(s["num_samples"]) for s in self._train_subjects], device)
+        return self._resident_volumes
 
     def _subject_sampler(self, dataset: Dataset, rank: int, world: int, epoch: int) -> DistributedSampler:
         """Rank ``rank``'s share of the training subjects, reshuffled every epoch (the same seed on all ranks).

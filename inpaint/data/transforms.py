@@ -71,10 +71,10 @@ def lattice_mask(mask: torch.Tensor, patch_size: Size, stride: Size | None) -> t
     keep = mask > 0
     for axis, (n, size, step) in enumerate(zip(mask.shape, _per_axis(patch_size), _per_axis(stride), strict=True)):
         half = size // 2
-        line = torch.zeros(n, dtype=torch.bool)
+        line = torch.zeros(n, dtype=torch.bool, device=mask.device)
         line[half : n - (size - half) + 1] = True
         if step:
-            line &= (torch.arange(n) - half) % step == 0
+            line &= (torch.arange(n, device=mask.device) - half) % step == 0
         view = [1, 1, 1]
         view[axis] = -1
         keep = keep & line.view(view)

@@ -169,3 +169,13 @@ def test_last_checkpoint_also_on_epochs_without_validation(tiny_root, tmp_path):
 def test_bad_acquisition_settings_are_config_errors(override, needle):
     with pytest.raises(ConfigError, match=re.escape(needle)):
         load("slice_resnet", [override])
+
+
+@pytest.mark.parametrize("name", ["debug", "slice_resnet_thick"])
+def test_resident_pipeline_trains_and_validates(name, tiny_root, tmp_path):
+    cfg = load(name, [*quick_overrides(tiny_root, tmp_path), *shrink(name), "data.pipeline=resident",
+                      "trainer.max_epochs=2", "trainer.limit_train_batches=3"])
+    result = fit(cfg)
+    assert result["metrics"]["val/psnr"] > 0
+    state = torch.load(result["last_checkpoint"], weights_only=False)
+    assert state["global_step"] == 6
