@@ -1,7 +1,7 @@
-"""Speed bench: training patches/s, whole-volume inference seconds, data-queue patches/s, memory, FLOP/s.
+"""Speed bench: training patches/s, training-data patches/s, whole-volume inference seconds, memory, FLOP/s.
 
     python -m benchmarks.bench                                  # paper sizes on the CPU (< ~8 min on 2 cores)
-    python -m benchmarks.bench --device cuda --out docs/bench_gpu.md
+    python -m benchmarks.bench --device cuda --deadline 85 --out bench.md   # every row, within ~90 s on an H200
     python -m benchmarks.bench --device cuda --batches 48,96     # + patches/s by batch size, the best marked
     python -m benchmarks.bench --shrunk --repeats 1             # tiny networks and sizes: a smoke run
     python -m benchmarks.bench --levers --skip train,peer,queue --generators dense_unet   # inference levers
@@ -13,8 +13,11 @@ autocast on CUDA), with and without the perceptual term (the committed VGG19 wei
 counted with ``torch.utils.flop_counter.FlopCounterMode`` over one whole step (2 x multiply-adds).
 Inference: ``InpaintingModule.predict_volume`` on a real ds002748 volume (or a phantom of its size),
 interval 5, BatchRenorm statistics calibrated on the volume's patches; the MONAI peer
-(``sliding_window_inference``, same patch function, overlap 8/32 = 0.25) as a ratio. Queue: the real
-``InpaintDataModule.train_dataloader``. Optional packages (monai, psutil, omegaconf) load lazily.
+(``sliding_window_inference``, same patch function, overlap 8/32 = 0.25) as a ratio. Training data: the real
+``InpaintDataModule.train_dataloader`` of each trained generator's experiment, through the TorchIO queue and the
+resident pipeline (on ``--device``), beside that generator's step rate. Optional packages (monai, psutil,
+omegaconf) load lazily. Every row is guarded: a failure is the row's note, ``--deadline`` skips what would start
+late, and ``--out`` is rewritten after every row.
 On the CPU, heavy measurements stop after ``--budget`` seconds (the "timed steps" column says how
 many ran); machines shared with other jobs inflate wall seconds, so the process CPU seconds and
 the load average are printed as well.
@@ -173,35 +176,53 @@ def calibrate(net: nn.Module, case: dict[str, Any], patch: int, count: int = 8) 
     net.eval()
 
 
-def bench_queue(args: argparse.Namespace) -> dict[str, Any] | str:
-    """Patches/s the real InpaintDataModule train_dataloader delivers (TorchIO Queue), batches of ``args.batch``."""
-    try:
-        from inpaint import config as configuration
-        from inpaint.data.module import InpaintDataModule
-    except ImportError as error:
-        return f"skipped: {error}"
-    root = args.queue_root
-    overrides = [f"data.batch_size={args.batch}", f"data.patch_size={args.patch}"] + ([f"data.root={root}"] if root else [])
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its reaped children (TorchIO's queue workers once they exit)."""
+    import resource
+
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
+
+
+def bench_data(experiment: str, pipeline: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Training patches/s of ``experiment``'s data settings through ``pipeline`` (InpaintDataModule.train_dataloader):
+    the TorchIO queue with its workers, or resident volumes on ``args.device``; ``args.queue_subjects`` training
+    subjects, epochs repeated until ``args.queue_batches`` batches of ``args.batch`` are timed (after the first)."""
+    import gc
+
+    from inpaint import config as configuration
+    from inpaint.data.module import InpaintDataModule
+    from models import acquired_grid
+
+    overrides = [f"data.batch_size={args.batch}", f"data.pipeline={pipeline}", f"data.root={args.queue_root}"]
     if args.shrunk:  # tiny volumes: enough patches per subject for a few batches, no worker processes
-        overrides += ["data.samples_per_volume=8", "data.queue_length=16", "data.num_workers=0"]
-    cfg = configuration.load("dense_unet", overrides)
-    start = time.perf_counter()
-    datamodule = InpaintDataModule(cfg.data, cfg.seed)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    batches = iter(datamodule.train_dataloader())
-    setup = time.perf_counter() - start
-    start = time.perf_counter()
+        overrides += ["data.samples_per_volume=8", "data.queue_length=16", "data.num_workers=0", "data.patch_slices=4"]
+    cfg = configuration.load(experiment, overrides)
+    cpu, start = cpu_seconds(), time.perf_counter()
+    datamodule = InpaintDataModule(cfg.data, cfg.seed, acquired_grid(cfg.generator.name))
+    datamodule.setup()
+    datamodule.splits["train"] = datamodule.splits["train"][: args.queue_subjects]
+    batches = iter(datamodule.train_dataloader(args.device))
     next(batches)
-    first = time.perf_counter() - start
-    count, start = 0, time.perf_counter()
-    for batch in batches:
-        count += batch["input"]["data"].shape[0]
-        if count >= args.queue_batches * args.batch:
-            break
+    sync(args.device)
+    setup = time.perf_counter() - start
+    count, start, cpu = 0, time.perf_counter(), cpu_seconds()
+    while count < args.queue_batches * args.batch:
+        for batch in batches:
+            count += len(batch["name"])
+            if count >= args.queue_batches * args.batch:
+                break
+        else:
+            batches = iter(datamodule.train_dataloader(args.device))  # the next epoch (same draws: a speed test)
+    sync(args.device)
     seconds = time.perf_counter() - start
-    return {"source": root or "bundled demo", "setup": setup, "first": first, "patches": count,
-            "rate": count / seconds if count else float("nan"), "workers": cfg.data.num_workers}
+    del batches
+    gc.collect()  # TorchIO's workers exit and are reaped: their CPU seconds count
+    used = cpu_seconds() - cpu
+    workers = cfg.data.num_workers if pipeline == "torchio" else 0
+    return {"experiment": experiment, "generator": cfg.generator.name, "pipeline": pipeline, "workers": workers,
+            "setup": setup, "patches": count, "rate": count / seconds, "per_cpu_second": count / used if used else None,
+            "device": args.device.type if pipeline == "resident" else "cpu"}
 
 
 def matmul_flops(device: torch.device, n: int = 8192, repeats: int = 20) -> float:
@@ -322,18 +343,14 @@ def bench_training(name: str, kwargs: dict, perceptual: bool, args: argparse.Nam
             "flops": counter.get_total_flops(), "n": len(times), "memory": str(memory)}
 
 
-def bench_batches(name: str, perceptual: bool, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """``bench_training`` at each of ``args.batches``; a batch that does not fit in GPU memory is a note, not a crash."""
-    rows = []
-    for batch in args.batches:
-        row = {"generator": name, "perceptual": "yes" if perceptual else "no", "batch": batch}
-        try:
-            rows.append({**row, **bench_training(name, args.kwargs[name], perceptual, argparse.Namespace(**{
-                **vars(args), "batch": batch}))})
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            rows.append({**row, "note": "out of GPU memory"})
-    return rows
+def bench_batch(row: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """``bench_training`` of ``row``'s generator at ``row["batch"]``; out of GPU memory is a note, not a crash."""
+    try:
+        return bench_training(row["generator"], args.kwargs[row["generator"]], row["perceptual"] == "yes",
+                              argparse.Namespace(**{**vars(args), "batch": row["batch"]}))
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return {"note": "out of GPU memory"}
 
 
 def lever_functions(module: Any, tile: int) -> list[tuple[str, dict[str, Any]]]:
@@ -431,7 +448,7 @@ def training_cells(r: dict[str, Any], cuda: bool, matmul: float | None) -> str:
             f"{r['memory']} | {r['n']}")
 
 
-def render(args: argparse.Namespace, train: list[dict], infer: list[dict], peer: Any, queue: Any,
+def render(args: argparse.Namespace, train: list[dict], infer: list[dict], peer: Any, data: list[dict],
            matmul: float | None, argv: list[str], sweep: list[dict] | None = None) -> str:
     """The Markdown report: header, then one table per part."""
     cuda = args.device.type == "cuda"
@@ -470,6 +487,9 @@ def render(args: argparse.Namespace, train: list[dict], infer: list[dict], peer:
                   "| generator | mode | seconds | process CPU s | windows run | PSNR vs exact (dB, brain) | max abs diff | "
                   "PSNR vs original (dB, brain) | peak memory |", "|---|---|---|---|---|---|---|---|---|"]
         for r in infer:
+            if "note" in r:
+                lines.append(f"| {r['generator']} | {r['note']} |")
+                continue
             psnr = "—" if r["psnr"] is None else f"{r['psnr']:.1f}"
             lines.append(f"| {r['generator']} | {r['mode']} | {r['seconds']:.1f} | {r['cpu']:.0f} | {r['windows']} | {psnr} | "
                          f"{r['maxdiff']:.2g} | {r['psnr_target']:.1f} | {r['memory']} |")
@@ -480,23 +500,30 @@ def render(args: argparse.Namespace, train: list[dict], infer: list[dict], peer:
                   f"{peer['maxdiff']:.2g} |"]
     else:
         lines.append(f"{peer}")
-    lines += ["", f"## Data queue (InpaintDataModule.train_dataloader, batches of {args.batch})", ""]
-    if isinstance(queue, dict):
-        trained = [r for r in train if r.get("rate") and r["generator"] == "dense_unet" and r["perceptual"] == "yes"]
-        ratio = f"{queue['rate'] / trained[0]['rate']:.1f}" if trained else "—"
-        lines += ["| source | queue workers | setup s | first batch s | patches | patches/s | queue / dense_unet step rate |",
-                  "|---|---|---|---|---|---|---|",
-                  f"| {queue['source']} | {queue['workers']} | {queue['setup']:.1f} | {queue['first']:.1f} | "
-                  f"{queue['patches']} | {queue['rate']:.1f} | {ratio} |"]
-    else:
-        lines.append(f"{queue}")
+    lines += ["", f"## Training data (InpaintDataModule.train_dataloader, batches of {args.batch}, "
+              f"{args.queue_subjects} subjects of {args.queue_root})", "",
+              "Each experiment's own data settings; step patches/s: this bench's training row of its generator "
+              "(no perceptual term). A data / step ratio below 1.5 leaves the step waiting for data.", "",
+              "| experiment | pipeline | patches cut on | queue workers | setup + first batch s | patches | patches/s | "
+              "patches per CPU-second | step patches/s | data / step |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in data:
+        if "rate" not in r:
+            lines.append(f"| {r['experiment']} | {r['pipeline']} | {r['note']} |")
+            continue
+        step = next((t["rate"] for t in train if t.get("rate") and t["generator"] == r["generator"]
+                     and t["perceptual"] == "no"), None)
+        per_cpu = f"{r['per_cpu_second']:.0f}" if r["per_cpu_second"] else "—"
+        step_cells = f"{step:.1f} | {r['rate'] / step:.1f}" if step else "— | —"
+        lines.append(f"| {r['experiment']} | {r['pipeline']} | {r['device']} | {r['workers']} | {r['setup']:.1f} | "
+                     f"{r['patches']} | {r['rate']:.0f} | {per_cpu} | {step_cells} |")
     return "\n".join(lines) + "\n"
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--generators", default="dense_unet,unet3d,linear", help="training rows (comma-separated)")
+    parser.add_argument("--generators", default="dense_unet,unet3d,slice_resnet,linear",
+                        help="training rows, and data rows of their experiments (comma-separated)")
     parser.add_argument("--infer-generators", default=None,
                         help="whole-volume rows (default: dense_unet,linear on the CPU, --generators on cuda)")
     size = parser.add_mutually_exclusive_group()
@@ -513,8 +540,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a trained InpaintingModule checkpoint for the dense_unet inference rows (else calibrated random)")
     parser.add_argument("--peer-crop", type=int, default=None, help="MONAI peer on a centred cube (default 80 CPU, 0=all)")
-    parser.add_argument("--queue-root", default=None, help="data folder for the queue (default: the volume's folder)")
-    parser.add_argument("--queue-batches", type=int, default=None, help="batches timed from the queue (default 40 CPU, 100 cuda)")
+    parser.add_argument("--queue-root", default=None, help="data folder for the data rows (default: the volume's folder)")
+    parser.add_argument("--queue-batches", type=int, default=None, help="batches timed per data row (default 40 CPU, 100 cuda)")
+    parser.add_argument("--queue-subjects", type=int, default=6, help="training subjects per data row (default 6)")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="skip the rows that would start after this many seconds (each is a note; default: none)")
     parser.add_argument("--batches", default="",
                         help="more training batch sizes, comma-separated (e.g. 48,96): a table by batch size with the best marked")
     parser.add_argument("--channels-last", action="store_true", help="train with channels-last 3D weights")
@@ -524,7 +554,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="a generator keyword, e.g. slice_resnet.features=48 or slice_resnet.kernel=[3,3,1]")
     parser.add_argument("--patch-slices", type=int, default=8,
                         help="acquired slices per training patch of acquired-slice generators (default 8)")
-    parser.add_argument("--skip", default="", help="parts to skip: train,infer,peer,queue (comma-separated)")
+    parser.add_argument("--skip", default="", help="parts to skip: train,queue (the data rows),infer,peer (comma-separated)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here (atomically)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -560,39 +590,82 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+class Rows:
+    """Runs each measurement as a row: past ``--deadline`` it is skipped, a failure becomes the row's note (the
+    other rows still run), and ``--out`` is rewritten after every row, so a killed bench leaves what it measured."""
+
+    def __init__(self, args: argparse.Namespace, write: Any) -> None:
+        self.args, self.write, self.start = args, write, time.perf_counter()
+
+    def __call__(self, row: dict[str, Any], measure: Any) -> dict[str, Any]:
+        deadline = self.args.deadline
+        if deadline is not None and time.perf_counter() - self.start > deadline:
+            return {**row, "note": f"skipped: past the --deadline of {deadline:.0f} s"}
+        try:
+            return {**row, **measure()}
+        except Exception as error:  # noqa: BLE001 - one row's failure must not cost the others
+            if self.args.device.type == "cuda":
+                torch.cuda.empty_cache()
+            first = (str(error).splitlines() or [""])[0][:160]
+            print(f"bench row {row} failed: {type(error).__name__}: {first}", file=sys.stderr)
+            return {**row, "note": f"failed: {type(error).__name__}: {first}"}
+        finally:
+            self.write()
+
+
+DATA_EXPERIMENTS = {"dense_unet": "dense_unet", "unet3d": "unet3d", "slice_resnet": "slice_resnet"}  # generator -> experiment
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
+    from inpaint.data.io import atomic_write
     from models import GENERATORS, acquired_grid
 
     if args.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     matmul = matmul_flops(args.device) if args.device.type == "cuda" else None
     train: list[dict[str, Any]] = []
+    sweep: list[dict[str, Any]] = []
+    data: list[dict[str, Any]] = []
+    infer: list[dict[str, Any]] = []
+    peer: Any = "skipped"
+
+    def write() -> str:
+        report = render(args, train, infer, peer, data, matmul, argv, sweep)
+        if args.out is not None:
+            atomic_write(args.out, report)
+        return report
+
+    row = Rows(args, write)
     for name in args.generators if "train" not in args.skip else []:
         trainable = any(True for _ in GENERATORS.build(name, **args.kwargs[name]).parameters())
         for perceptual in (False, True):
-            row = {"generator": name, "perceptual": "yes" if perceptual else "no"}
+            head = {"generator": name, "perceptual": "yes" if perceptual else "no"}
             if not trainable:
-                train.append({**row, "note": "not trained (no parameters)"})
+                train.append({**head, "note": "not trained (no parameters)"})
                 break
             if perceptual and acquired_grid(name):
-                train.append({**row, "note": "no perceptual branch (trains on the acquired-slice grid)"})
+                train.append({**head, "note": "no perceptual branch (trains on the acquired-slice grid)"})
                 break
-            train.append({**row, **bench_training(name, args.kwargs[name], perceptual, args)})
-            print(f"trained {name} perceptual={perceptual}: {train[-1]['rate']:.2f} patches/s", file=sys.stderr)
-    sweep = [row for r in train if "rate" in r for row in bench_batches(r["generator"], r["perceptual"] == "yes", args)]
+            train.append(row(head, lambda n=name, p=perceptual: bench_training(n, args.kwargs[n], p, args)))
+            print(f"trained {name} perceptual={perceptual}: {train[-1].get('rate', train[-1].get('note'))}", file=sys.stderr)
+    for name in [] if "queue" in args.skip else [g for g in args.generators if g in DATA_EXPERIMENTS]:
+        for pipeline in ("torchio", "resident"):
+            head = {"experiment": DATA_EXPERIMENTS[name], "generator": name, "pipeline": pipeline}
+            data.append(row(head, lambda h=head: bench_data(h["experiment"], h["pipeline"], args)))
+    for r in [r for r in train if "rate" in r]:
+        for batch in args.batches:
+            head = {"generator": r["generator"], "perceptual": r["perceptual"], "batch": batch}
+            sweep.append(row(head, lambda h=head: bench_batch(h, args)))
     args.case = load_case(args.volume, (48, 56, 40) if args.shrunk else (170, 200, 140))
-    infer = [] if "infer" in args.skip else [r for g in args.infer_generators for r in bench_inference(
-        g, args.kwargs[g], args.case, args)]
-    peer = "skipped" if "peer" in args.skip else bench_peer(args.case, args)
-    queue = "skipped" if "queue" in args.skip else bench_queue(args)
-    report = render(args, train, infer, peer, queue, matmul, argv, sweep)
-    print(report)
-    if args.out is not None:
-        from inpaint.data.io import atomic_write
-
-        atomic_write(args.out, report)
+    for name in [] if "infer" in args.skip else args.infer_generators:
+        rows = row({"generator": name}, lambda n=name: {"rows": bench_inference(n, args.kwargs[n], args.case, args)})
+        infer.extend(rows.pop("rows", [rows]))
+    if "peer" not in args.skip:
+        peer = row({}, lambda: {"peer": bench_peer(args.case, args)})
+        peer = peer.get("peer", peer.get("note"))
+    print(write())
     return 0
 
 

@@ -1,21 +1,23 @@
-"""Stages of the one-call H200 campaign (issue 13), run by ``scripts/gpu_campaign.sh`` after it unpacks the bundles.
+"""Stages of the one-call H200 campaign, run by ``scripts/gpu_campaign.sh`` after it unpacks the bundles.
 
-    python scripts/gpu_campaign.py --data DIR --work DIR --out DIR [--dry-run] [--budget SECONDS]
+    python scripts/gpu_campaign.py --data DIR --work DIR --out DIR [--resume CKPT] [--dry-run] [--budget SECONDS]
 
-1. smoke:    the imports (where each package comes from), then a ``fast_dev_run`` of every experiment that trains
-             (CUDA, bf16-mixed), one after the other in one process;
-2. bench:    ``python -m benchmarks.bench`` on CUDA, batch 12 and ``--batches`` (the best marked);
-3. train:    ``dense_unet_paper``, ``unet3d`` and ``slice_resnet`` side by side on the one GPU, ``trainer.max_time``
-             = the minutes the other stages leave, on the committed split restricted to the carried subjects
-             (``--dry-run``: one after the other in one process, a few seconds each);
-4. export:   each best (else last) checkpoint as fp16 (``python -m inpaint.export``) and its step count;
-5. evaluate: ``python -m inpaint.evaluate`` on the split's test subjects, linear and every trained network
-             (export and evaluate in one process, the exports first).
+1. smoke:    the imports (where each package comes from) and the device, in one process (the CPU dry run in the
+             tests runs every stage end to end, so the GPU's seconds go to training);
+2. train:    ``slice_resnet_large`` (the model that would ship) with ``dense_unet_paper`` and ``unet3d`` side by
+             side on the one GPU, ``trainer.max_time`` = every second the other stages leave, on the committed
+             split restricted to the carried subjects (no test subject travels); ``--resume`` continues the main
+             model's training checkpoint of an earlier lease (``--dry-run``: one after the other, seconds each);
+3. export:   each best (else last) checkpoint as fp16 (``python -m inpaint.export``), its step count, and the main
+             model's training checkpoint in parts of at most 16 MiB (the next lease resumes it);
+4. evaluate: ``python -m inpaint.evaluate`` on the carried val subjects, linear and every trained network. The test
+             split is scored after the call, on the CPU, from the fp16 checkpoints (docs/gpu.md).
 
-Every stage has a hard time limit; a failed stage is reported and the next one still runs. At most 8 files come
-back under OUT: campaign.log (the shell script's), report.md, metrics.csv, results.tar.gz (logs, bench table,
-summaries, figures, run folders) and ``NAME.ckpt`` for each exported generator of at most 16 MiB. ``--dry-run``:
-tiny networks, seconds of training, on the CPU. ``--jobs FILE`` (internal) runs a stage's jobs in this process.
+The bench runs in a call of its own (``scripts/gpu_campaign.sh bench``). Every stage has a hard time limit; a failed
+stage is reported and the next one still runs. At most 8 files come back under OUT: campaign.log (the shell
+script's), report.md, results.tar.gz (logs, summaries, figures, run folders), ``NAME.ckpt`` for each exported
+generator of at most 16 MiB and ``MAIN.train.partN``. ``--dry-run``: tiny networks, seconds of training, on the
+CPU. ``--jobs FILE`` (internal) runs a stage's jobs in this process.
 """
 
 from __future__ import annotations
@@ -39,24 +41,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TRAINED = ("dense_unet_paper", "unet3d", "slice_resnet")  # the comparison: the paper's two networks and ours
+MAIN = "slice_resnet_large"  # the model that would ship: the campaign's most seconds, resumed lease after lease
+TRAINED = (MAIN, "dense_unet_paper", "unet3d")  # ours and the paper's two networks, side by side
 PREFLIGHT = ("torch", "lightning", "torchio", "SimpleITK", "nibabel", "omegaconf", "inpaint.fit", "inpaint.evaluate",
-             "benchmarks.bench", "inpaint.export")
+             "inpaint.export")
 MiB = 2**20
 OUT_FILES, OUT_FILE_BYTES, OUT_TOTAL_BYTES = 8, 16 * MiB, 64 * MiB  # what the device tool brings back
 OUT_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 # A training checkpoint holds fp32 weights and two Adam moments (~12 bytes a parameter), its fp16 export 2: one over
 # this size cannot come back (the paper's 3D U-Net: ~1 GiB), so it is not exported (it is evaluated there).
 TRAINING_CKPT_BYTES = 2 * 6 * OUT_FILE_BYTES
-# Hard limits (s): "smoke" = the smoke checks + the bench, "evaluate" = exports + evaluation (reserved before the
-# training starts), "report" = packing OUT; a training run may take "train_grace" s past its trainer.max_time (start,
-# last validation, checkpoint). On the GPU the training gets every second the budget leaves.
-LIMITS = {"gpu": {"smoke": 270, "evaluate": 110, "report": 15, "train_grace": 45},
-          "dry": {"smoke": 300, "evaluate": 200, "report": 15, "train_grace": 90}}
+# Hard limits (s): "smoke" = imports and device, "evaluate" = exports + evaluation (reserved before the training
+# starts), "report" = packing OUT; a training run may take "train_grace" s past its trainer.max_time (start, last
+# validation, checkpoint). On the GPU the training gets every second the budget leaves (~6.5 of a 9-minute call).
+LIMITS = {"gpu": {"smoke": 45, "evaluate": 60, "report": 15, "train_grace": 30},
+          "dry": {"smoke": 120, "evaluate": 200, "report": 15, "train_grace": 90}}
 DRY_TRAIN_SECONDS = 2
-# GPU: data throughput settings (not the recipe) for slice_resnet, whose epochs are 32 patches per subject: more
-# patches per loaded subject and fewer validations, so that the GPU does not wait for the CPU.
-GPU_TRAIN = {"slice_resnet": ["data.samples_per_volume=128", "data.queue_length=1024", "trainer.check_val_every_n_epoch=5"]}
+# GPU: fewer validations (a whole val volume's metrics run on the CPU, ~2 s) and the paper networks' patches from
+# resident volumes too, so that three trainings do not queue on the 16 cores.
+GPU_TRAIN = {MAIN: ["trainer.check_val_every_n_epoch=25"],
+             "dense_unet_paper": ["data.pipeline=resident"], "unet3d": ["data.pipeline=resident"]}
 # --dry-run: tiny widths per generator, and data settings for small phantoms (the test's: 36 x 40 x 36) on one thread.
 TINY = {"dense_unet": ["generator.features=4", "generator.layers_per_block=2"],
         "unet3d": ["generator.features=[4,8,16,32,64]"],
@@ -136,6 +140,7 @@ class Campaign:
         (self.work / "logs").mkdir(parents=True, exist_ok=True)
         self.out.mkdir(parents=True, exist_ok=True)
         self.split = self.carried_split()
+        self.resumed = resume_facts(args.resume)
 
     def left(self) -> float:
         return self.args.budget - (time.monotonic() - self.start)
@@ -192,10 +197,9 @@ class Campaign:
         carried = {p.name.split("_")[0] for p in self.data.iterdir() if ".nii" in p.name}
         kept = [r for r in rows if r["subject"] in carried]
         counts = {s: sum(r["split"] == s for r in kept) for s in ("train", "val", "test")}
-        missing = [r["subject"] for r in rows if r["split"] == "test" and r["subject"] not in carried]
-        if missing or not counts["train"] or not counts["val"]:
-            raise ValueError(f"{self.data} lacks test subject(s) {missing} or has no train/val subject ({counts}); "
-                             "rebuild the bundle with scripts/gpu_campaign.sh pack")
+        if counts["test"] or not counts["train"] or not counts["val"]:
+            raise ValueError(f"{self.data} holds test subjects or no train/val subject ({counts}): test subjects never "
+                             "travel; rebuild the bundle with scripts/gpu_campaign.sh pack")
         path = self.work / "split_carried.tsv"
         with path.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
@@ -222,39 +226,27 @@ class Campaign:
                     note + (f"; failed: {', '.join(failed)}" if failed else ""))
         return bool(results) and not failed
 
-    def bench_args(self) -> list[str]:
-        volume = next(p for p in sorted(self.data.iterdir()) if p.name.startswith(self.subjects["test"][0] + "_"))
-        size = ["--shrunk", "--repeats", "1", "--generators", "unet3d,linear", "--batches", "1",
-                "--infer-generators", "slice_resnet,linear"] if self.dry else [
-            "--generators", "dense_unet,unet3d,linear", "--batches", "48,96", "--repeats", "5", "--volume-repeats", "2",
-            "--infer-generators", "dense_unet,unet3d,slice_resnet,linear"]
-        return ["--device", self.device, "--volume", str(volume), "--queue-root", str(self.data), "--skip", "peer",
-                "--out", str(self.work / "bench.md"), *size]
+    def smoke(self) -> bool:
+        """Imports (where each package comes from) and the device, in one process. True if they work."""
+        results = self.jobs("smoke", [["preflight", [str(self.work / "env.json")]]], self.limit("smoke"))
+        return self.stage("smoke", results, "imports and device")
 
-    def smoke_and_bench(self) -> bool:
-        """Imports, a fast_dev_run of every experiment that trains, then the bench: one process. True if the imports work."""
-        from inpaint import config
-
-        experiments = [e for e in config.experiment_names() if config.load(e).train]
-        jobs = [["preflight", [str(self.work / "env.json")]]]
-        jobs += [["inpaint.fit", self.fit_args(e, "trainer.fast_dev_run=true", "logger=none",
-                                               f"output_dir={self.work / 'smoke'}")] for e in experiments]
-        jobs += [["benchmarks.bench", self.bench_args()]]
-        limit = self.limit("smoke", self.limits["evaluate"] + 60)
-        results = self.jobs("smoke", jobs, limit)
-        self.stage("smoke", results[:-1], f"{len(experiments)} experiments: {', '.join(experiments)}")
-        self.stage("bench", results[-1:])
-        return results[0]["rc"] == 0
-
-    def train_args(self, max_time: str) -> dict[str, list[str]]:
-        """``inpaint.fit`` arguments of each network of the comparison."""
-        return {e: self.fit_args(e, f"trainer.max_time={max_time}", "logger=csv", "data.record_subjects=true",
-                                 f"run_dir={self.work / 'runs' / e}", *([] if self.dry else GPU_TRAIN.get(e, [])))
-                for e in TRAINED}
+    def train_args(self, seconds: int) -> dict[str, list[str]]:
+        """``inpaint.fit`` arguments of each network, ``seconds`` of training each (``--resume``: the main model's
+        ``trainer.max_time`` adds the training time its checkpoint already holds, which Lightning's Timer restores)."""
+        args = {}
+        for e in TRAINED:
+            resume = [f"ckpt_path={self.args.resume}"] if e == MAIN and self.args.resume else []
+            total = seconds + (int(self.resumed["train_seconds"]) if resume else 0)
+            max_time = f"00:{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+            args[e] = self.fit_args(e, f"trainer.max_time={max_time}", "logger=csv", "data.record_subjects=true",
+                                    f"run_dir={self.work / 'runs' / e}", *resume,
+                                    *([] if self.dry else GPU_TRAIN.get(e, [])))
+        return args
 
     def evaluate_args(self, ckpts: dict[str, Path]) -> list[str]:
-        """``inpaint.evaluate`` arguments: the split's test subjects, the paper's protocol, linear and ``ckpts``."""
-        return ["--data", str(self.data), "--split", str(self.args.split), "--split-name", "test", "--interval", "5",
+        """``inpaint.evaluate`` arguments: the carried val subjects, the paper's protocol, linear and ``ckpts``."""
+        return ["--data", str(self.data), "--split", str(self.split), "--split-name", "val", "--interval", "5",
                 "--offset", "0", "--methods", "linear", "--device", self.device, "--out", str(self.work / "eval"),
                 *[a for e, p in ckpts.items() for a in ("--checkpoint", f"{e}={p}")]]
 
@@ -266,8 +258,7 @@ class Campaign:
         if seconds < 30 and not self.dry:
             self.record("train", None, 0.0, f"only {seconds} s left for training")
             return
-        max_time = f"00:00:{seconds // 60:02d}:{seconds % 60:02d}"
-        fits = self.train_args(max_time)
+        fits = self.train_args(seconds)
         start = time.monotonic()
         if self.dry:  # one CPU thread: one after the other, in one process (the imports paid once)
             results = self.jobs("train", [["inpaint.fit", argv] for argv in fits.values()], len(fits) * (seconds + grace))
@@ -277,7 +268,7 @@ class Campaign:
                                    seconds + grace, env={"OMP_NUM_THREADS": "4"})
             failed = [n for n, rc in codes.items() if rc != 0]
         self.train_seconds = round(time.monotonic() - start, 1)
-        self.record("train", not failed, self.train_seconds, f"trainer.max_time={max_time} each, "
+        self.record("train", not failed, self.train_seconds, f"{seconds} s of trainer.max_time each, "
                     + ("one after the other" if self.dry else "side by side") + (f"; failed: {', '.join(failed)}" if failed else ""))
 
     def checkpoints(self) -> dict[str, Path]:
@@ -307,11 +298,13 @@ class Campaign:
             if path.exists() and path.stat().st_size <= OUT_FILE_BYTES:
                 place(path, self.out)
                 self.exported.append(e)
+        parts = split_parts(last[MAIN], self.out, f"{MAIN}.train") if MAIN in last else 0
         large = [e for e, p in ckpts.items() if p.stat().st_size > TRAINING_CKPT_BYTES]
-        self.stage("export", results[:-1] if ckpts else [], f"back: {', '.join(self.exported) or 'none'} (fp16, <= 16 MiB)"
+        self.stage("export", results[:-1] if ckpts else [], f"back as fp16 (<= 16 MiB): {', '.join(self.exported) or 'none'}; "
+                   f"{MAIN}'s training checkpoint in {parts} part(s) of <= 16 MiB"
                    + (f"; too large to come back, not exported: {', '.join(large)}" if large else ""))
         self.stage("evaluate", results[-1:], f"linear + {', '.join(ckpts) or 'no network'} on "
-                   f"{len(self.subjects['test'])} test subjects" + ("" if len(ckpts) == len(TRAINED) else "; a network is missing"))
+                   f"{len(self.subjects['val'])} val subject(s)" + ("" if len(ckpts) == len(TRAINED) else "; a network is missing"))
 
     # -- report and outputs ------------------------------------------------------------------------------------------
     def training_table(self) -> list[str]:
@@ -342,13 +335,15 @@ class Campaign:
                  f"({omegaconf})",
                  f"- carried subjects: {', '.join(f'{len(v)} {k}' for k, v in self.subjects.items())} "
                  f"(the committed split restricted to them: split_carried.tsv)",
-                 f"- training: {', '.join(TRAINED)}, {self.train_seconds} s wall in all",
+                 f"- training: {', '.join(TRAINED)} {'one after the other' if self.dry else 'side by side'}, "
+                 f"{self.train_seconds} s wall in all; {MAIN} "
+                 + (f"resumed from step {self.resumed['global_step']} ({self.resumed['train_seconds']:.0f} s trained before)"
+                    if self.resumed else "from scratch"),
                  f"- driver wall time: {time.monotonic() - self.start:.0f} s", "", "## Stages", "",
                  "| stage | status | seconds | note |", "|---|---|---|---|"]
         lines += [f"| {r['stage']} | {r['status']} | {r['seconds']} | {r['note']} |" for r in self.rows]
         lines += ["", "## Training (patches seen = steps x batch)", "", *self.training_table()]
-        for title, path in (("Test split (inpaint.evaluate)", self.work / "eval" / "summary.md"),
-                            ("Bench (benchmarks.bench)", self.work / "bench.md")):
+        for title, path in (("Val subjects (inpaint.evaluate)", self.work / "eval" / "summary.md"),):
             text = path.read_text() if path.exists() else f"# {path.name}\n\nnot written: see the stage table"
             lines += ["", f"## {title}", "", *[("#" + line if line.startswith("#") else line) for line in text.splitlines()]]
         return "\n".join(lines) + "\n"
@@ -358,8 +353,6 @@ class Campaign:
         text = self.report()
         (self.work / "report.md").write_text(text)
         place(self.work / "report.md", self.out)
-        if (self.work / "eval" / "metrics.csv").exists():
-            place(self.work / "eval" / "metrics.csv", self.out)
         panels = sorted((self.work / "runs").glob("*/panels/*.png"))
         dropped = {p for p in panels if p not in sorted(p.parent.glob("*.png"))[-2:]}  # each run's last two panels
 
@@ -367,11 +360,11 @@ class Campaign:
             return None if info.name.endswith(".ckpt") or self.work / info.name.split("/", 1)[1] in dropped else info
 
         with tarfile.open(self.work / "results.tar.gz", "w:gz") as tar:
-            for name in ("report.md", "logs", "runs", "smoke", "eval", "bench.md", "env.json", "split_carried.tsv"):
+            for name in ("report.md", "logs", "runs", "eval", "env.json", "split_carried.tsv"):
                 if (self.work / name).exists():
                     tar.add(self.work / name, arcname=f"results/{name}", filter=keep)
         place(self.work / "results.tar.gz", self.out)
-        recap = text.split("\n## Test split")[0].split("\n## Stages")[1]  # output_tail keeps only the last 12,000 chars
+        recap = text.split("\n## Val subjects")[0].split("\n## Stages")[1]  # output_tail keeps only the last 12,000 chars
         print(f"{text}\n# Recap\n\n## Stages{recap}", flush=True)
         return check_out(self.out)
 
@@ -381,6 +374,31 @@ def place(source: Path, folder: Path) -> None:
     partial = folder / f".{source.name}.partial"
     shutil.copyfile(source, partial)
     os.replace(partial, folder / source.name)
+
+
+def split_parts(source: Path, folder: Path, stem: str) -> int:
+    """``source`` as ``folder/stem.part0``, ``.part1``, ... of at most 16 MiB each (``cat`` joins them); returns the count."""
+    data, parts = source.read_bytes(), 0
+    for parts, start in enumerate(range(0, max(len(data), 1), OUT_FILE_BYTES), 1):
+        partial = folder / f".{stem}.part{parts - 1}.partial"
+        partial.write_bytes(data[start : start + OUT_FILE_BYTES])
+        os.replace(partial, folder / f"{stem}.part{parts - 1}")
+    return parts
+
+
+def resume_facts(path: Path | None) -> dict:
+    """Step and training seconds (Lightning's Timer state) of the main model's checkpoint to resume; {} for none."""
+    if path is None:
+        return {}
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    experiment = state["hyper_parameters"]["config"]["experiment"]
+    if experiment != MAIN:
+        raise ValueError(f"--resume {path}: a checkpoint of {experiment!r}, not of {MAIN!r}")
+    timer = next((v for k, v in state.get("callbacks", {}).items() if k.startswith("Timer")), {})
+    return {"global_step": int(state.get("global_step", 0)),
+            "train_seconds": float(timer.get("time_elapsed", {}).get("train", 0.0))}
 
 
 def check_out(out: Path) -> list[str]:
@@ -405,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="the folder that comes back (at most 8 files)")
     parser.add_argument("--split", type=Path, default=REPO / "experiments" / "splits" / "ds002748.tsv")
     parser.add_argument("--budget", type=float, default=520.0, help="seconds for all stages (default 520)")
+    parser.add_argument("--resume", type=Path, default=None, help=f"a {MAIN} training checkpoint of an earlier lease")
     parser.add_argument("--dry-run", action="store_true", help="tiny networks, seconds of training, CPU")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
@@ -417,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if campaign.smoke_and_bench():
+    if campaign.smoke():
         campaign.train()
         campaign.export_and_evaluate()
     else:

@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
-# The paper's comparison at the paper's scale and the GPU bench in ONE device call (issue 13; docs/gpu.md).
+# A GPU lease as one unit of a longer campaign (docs/gpu.md): train the model that would ship, bring it back.
 #
-#   scripts/gpu_campaign.sh pack      here, before the call: .gpu/ = ../shared/gpu/bundle.sh's site bundle + the
-#                                     split's test subjects, its first val subject and as many of its training
-#                                     subjects as fit in the 64 MiB that travel with a call
+#   scripts/gpu_campaign.sh pack      here, before the call: .gpu/ = ../shared/gpu/bundle.sh's site bundle, the
+#                                     split's first val subject and as many of its training subjects as fit in the
+#                                     64 MiB that travel with a call (never a test subject), and RESUME's training
+#                                     checkpoint of the last lease if there is one
 #   scripts/gpu_campaign.sh run       on the device (carry [".gpu"]): unpack into a temporary folder, then the
 #                                     stages of scripts/gpu_campaign.py within TOTAL_S seconds; results under $OUT
-#   scripts/gpu_campaign.sh dry-run --data DIR [--out DIR]
+#   scripts/gpu_campaign.sh bench     on the device (carry [".gpu"]): python -m benchmarks.bench on CUDA within
+#                                     90 s, $OUT/bench.md (a call of its own, after the campaign's)
+#   scripts/gpu_campaign.sh unpack DIR  here, after the call: DIR's fp16 checkpoints into runs/gpu_campaign/ and its
+#                                     training checkpoint parts joined into RESUME (the previous one kept as .prev)
+#   scripts/gpu_campaign.sh dry-run --data DIR [--out DIR] [--resume CKPT]
 #                                     here, on the CPU: the same packing (a tiny site bundle from this Python's
 #                                     omegaconf, DIR's *_T1w.nii.gz), unpacking and stages, with tiny networks
+#                                     (--resume: a dry run's own training checkpoint, joined by unpack)
 #
 # Environment: PY (the Python; default python3, or .venv/bin/python for dry-run), SPLIT (default
-# experiments/splits/ds002748.tsv), TOTAL_S (run: wall seconds for the whole call, default 540).
+# experiments/splits/ds002748.tsv), TOTAL_S (run: wall seconds for the whole call, default 540), RESUME (default
+# runs/gpu_campaign/slice_resnet_large.last.ckpt).
 set -euo pipefail
 START=$SECONDS
 CALLER=$PWD  # --data and --out are relative to it
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
 SPLIT=${SPLIT:-experiments/splits/ds002748.tsv}
+RESUME=${RESUME:-runs/gpu_campaign/slice_resnet_large.last.ckpt}
+MAIN=slice_resnet_large
+BENCH_ARGS=(--device cuda --deadline 85)  # bench: every row within ~90 s on the H200
 LIMIT=$((64 * 1024 * 1024))        # what travels with a call: the working tree + .gpu
 MARGIN=$((1024 * 1024))            # kept free under LIMIT
 SUBJECT_BYTES=$((2 * 1024 * 1024)) # one ds002748 subject in data.tar.xz (~1.9 MiB)
@@ -25,22 +35,25 @@ die() { echo "error: $*" >&2; exit 2; }
 CLEANUP=()  # temporary folders, removed on exit
 trap 'rm -rf "${CLEANUP[@]}"' EXIT
 
-subjects() {  # subjects N_TRAIN: the split's test subjects, its first val subject, its first N_TRAIN train subjects
+subjects() {  # subjects N_TRAIN: the split's first val subject and its first N_TRAIN train subjects (no test subject)
     awk -F'\t' -v n="$1" '
         NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; if (!col["subject"] || !col["split"]) exit 1; next }
-        $col["split"] == "test" { test = test $col["subject"] "\n" }
         $col["split"] == "val" && !val { val = $col["subject"] "\n" }
         $col["split"] == "train" && k < n { train = train $col["subject"] "\n"; k++ }
-        END { printf "%s%s%s", test, val, train }' "$SPLIT" || die "$SPLIT: needs tab-separated columns subject, split"
+        END { printf "%s%s", val, train }' "$SPLIT" || die "$SPLIT: needs tab-separated columns subject, split"
 }
 
 tree_bytes() {  # what the device tool sends besides .gpu: tracked and untracked-not-ignored files
     git ls-files -co --exclude-standard -z | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}'
 }
 
+extra_bytes() {  # extra_bytes DIR: the resume checkpoint in DIR, if any
+    if [[ -f $1/resume.ckpt ]]; then stat -c %s "$1/resume.ckpt"; else echo 0; fi
+}
+
 carried() {  # carried DIR: bytes of the working tree + DIR's bundles; fails over LIMIT - MARGIN
-    local total=$(($(tree_bytes) + $(stat -c %s "$1"/site.tar.xz) + $(stat -c %s "$1"/data.tar.xz)))
-    echo "carried: $((total / 1024 / 1024)) MiB of 64 (tree + $1/site.tar.xz + $1/data.tar.xz)"
+    local total=$(($(tree_bytes) + $(stat -c %s "$1"/site.tar.xz) + $(stat -c %s "$1"/data.tar.xz) + $(extra_bytes "$1")))
+    echo "carried: $((total / 1024 / 1024)) MiB of 64 (tree + $1/site.tar.xz + $1/data.tar.xz + resume checkpoint)"
     ((total <= LIMIT - MARGIN))
 }
 
@@ -49,8 +62,11 @@ pack() {  # .gpu/ for the real call, with ../shared/gpu/bundle.sh
     [[ -x $bundle ]] || die "$bundle not found: the site and data bundles are built by it"
     mkdir -p "$(git rev-parse --git-path info)"  # bundle.sh adds /.gpu/ to .git/info/exclude
     [[ -f .gpu/site.tar.xz ]] || "$bundle" 0 /dev/null  # the site bundle alone (built once)
+    rm -f .gpu/resume.ckpt
+    if [[ -f $RESUME ]]; then cp "$RESUME" .gpu/resume.ckpt; echo "resuming $RESUME"; fi
     # one more training subject than the estimate: the loop drops one while the carry is over
-    n_train=$(((LIMIT - MARGIN - $(tree_bytes) - $(wc -c < .gpu/site.tar.xz)) / SUBJECT_BYTES - $(subjects 0 | wc -l) + 1))
+    n_train=$(((LIMIT - MARGIN - $(tree_bytes) - $(wc -c < .gpu/site.tar.xz) - $(extra_bytes .gpu)) / SUBJECT_BYTES \
+        - $(subjects 0 | wc -l) + 1))
     ((n_train >= 1)) || die "no room for a training subject beside the site bundle and the tree"
     list=$(mktemp)
     CLEANUP+=("$list")
@@ -64,6 +80,40 @@ pack() {  # .gpu/ for the real call, with ../shared/gpu/bundle.sh
     echo "subjects in .gpu/data.tar.xz ($n_train for training): $(tr "\n" " " < "$list")"
     echo 'then call the device tool (the script unpacks the bundles itself: no command prefix needed):'
     echo '    run(command="bash scripts/gpu_campaign.sh run", carry=[".gpu"], timeout_s=600)'
+    echo 'and, right after it on the warm machine, the bench:'
+    echo '    run(command="bash scripts/gpu_campaign.sh bench", carry=[".gpu"], timeout_s=150)'
+}
+
+unpack() {  # unpack DIR: what a campaign call brought back, into runs/gpu_campaign/ and RESUME
+    local from=$1 dest=runs/gpu_campaign parts
+    [[ -f $from/report.md ]] || die "$from: no report.md; give the folder the campaign call's files came back to"
+    mkdir -p "$dest"
+    for f in "$from"/*.ckpt; do [[ -f $f ]] && cp "$f" "$dest/$(basename "$f" .ckpt).fp16.ckpt"; done
+    cp "$from/report.md" "$dest/report-$(date -u +%Y%m%d-%H%M).md"
+    mapfile -t parts < <(ls "$from/$MAIN".train.part* 2>/dev/null | sort -V)
+    if ((${#parts[@]})); then
+        [[ -f $RESUME ]] && mv "$RESUME" "$RESUME.prev"
+        cat "${parts[@]}" > "$RESUME.partial" && mv "$RESUME.partial" "$RESUME"
+        echo "training checkpoint: $RESUME (${#parts[@]} part(s)); the next pack carries it"
+    fi
+    ls -l "$dest"
+    echo "score the fp16 checkpoints on the test split here, e.g.:"
+    echo "    python -m inpaint.evaluate --data ../shared/data/ds002748 --split $SPLIT --methods linear \\"
+    echo "        --checkpoint $MAIN=$dest/$MAIN.fp16.ckpt --checkpoint slice_resnet=pretrained --out eval-gpu"
+}
+
+bench() {  # bench BUNDLE_DIR: the site bundle unpacked, then the bench on CUDA within 90 s into $OUT/bench.md
+    local work
+    [[ -n ${OUT:-} ]] || die "OUT is not set: give the folder whose files come back"
+    [[ -f $1/site.tar.xz ]] || die "$1/site.tar.xz is missing: run scripts/gpu_campaign.sh pack here first"
+    work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_bench.XXXXXX")
+    CLEANUP+=("$work")
+    mkdir -p "$work/site" "$work/data" "$OUT"
+    tar -C "$work/site" -xJf "$1/site.tar.xz"
+    tar -C "$work/data" -xJf "$1/data.tar.xz"
+    export PYTHONPATH="$work/site:$REPO${PYTHONPATH:+:$PYTHONPATH}" WANDB_MODE=disabled PYTHONUNBUFFERED=1
+    timeout -k 5 110 "$PY" -m benchmarks.bench "${BENCH_ARGS[@]}" --queue-root "$work/data" \
+        --volume "$(ls "$work"/data/*.nii | head -1)" --out "$OUT/bench.md" 2>&1 | tee "$OUT/bench.log"
 }
 
 dry_pack() {  # dry_pack DATA DIR: bundles like bundle.sh's in DIR: omegaconf as the site, 2 training subjects
@@ -94,10 +144,11 @@ run() {  # run BUNDLE_DIR [--dry-run]: unpack into a temporary folder, then the 
     tar -C "$work/site" -xJf "$bundle/site.tar.xz"
     tar -C "$work/data" -xJf "$bundle/data.tar.xz"
     export PYTHONPATH="$work/site:$REPO${PYTHONPATH:+:$PYTHONPATH}" WANDB_MODE=disabled PYTHONUNBUFFERED=1
-    local budget=$((TOTAL_S - (SECONDS - START)))
+    local budget=$((TOTAL_S - (SECONDS - START))) resume=()
+    [[ -f $bundle/resume.ckpt ]] && resume=(--resume "$bundle/resume.ckpt")
     echo "unpacked in $((SECONDS - START)) s; $budget s left for the stages"
     timeout -k 10 "$budget" "$PY" scripts/gpu_campaign.py --data "$work/data" --work "$work" --out "$OUT" \
-        --split "$SPLIT" --budget "$((budget - 20))" "${@:2}" 2>&1 | tee "$OUT/campaign.log" || rc=$?
+        --split "$SPLIT" --budget "$((budget - 20))" "${resume[@]}" "${@:2}" 2>&1 | tee "$OUT/campaign.log" || rc=$?
     return "$rc"
 }
 
@@ -105,25 +156,29 @@ run() {  # run BUNDLE_DIR [--dry-run]: unpack into a temporary folder, then the 
 subjects 0 > /dev/null  # the split file is readable and has its columns
 case ${1:-help} in
     pack) pack ;;
+    unpack) unpack "${2:?unpack DIR: the folder the files of the call came back to}" ;;
+    bench) PY=${PY:-python3} bench .gpu ;;
     run)
         PY=${PY:-python3} TOTAL_S=${TOTAL_S:-540}
         run .gpu ;;
     dry-run)
         shift
-        data="" out=""
+        data="" out="" resume=""
         while (($#)); do
             case $1 in
                 --data) data=$(cd "$CALLER" && realpath -m -- "$2"); shift 2 ;;
                 --out) out=$(cd "$CALLER" && realpath -m -- "$2"); shift 2 ;;
-                *) die "dry-run: unknown argument $1 (give --data DIR [--out DIR])" ;;
+                --resume) resume=$(cd "$CALLER" && realpath -m -- "$2"); shift 2 ;;
+                *) die "dry-run: unknown argument $1 (give --data DIR [--out DIR] [--resume CKPT])" ;;
             esac
         done
         [[ -d $data ]] || die "dry-run --data DIR: a folder of sub-XX_T1w.nii.gz named as in $SPLIT"
         PY=${PY:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)} TOTAL_S=${TOTAL_S:-1200}
         bundle=$(mktemp -d)
         CLEANUP+=("$bundle")
+        if [[ -n $resume ]]; then cp "$resume" "$bundle/resume.ckpt"; fi  # a dry run's own training checkpoint
         dry_pack "$data" "$bundle"
         OUT=${out:-${OUT:-$(mktemp -d)}}
         run "$bundle" --dry-run ;;
-    *) sed -n '2,15p' "$0"; exit 2 ;;
+    *) sed -n '2,23p' "$0"; exit 2 ;;
 esac

@@ -171,8 +171,11 @@ class InpaintDataModule(L.LightningDataModule):
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
-    def train_dataloader(self) -> DataLoader:
-        """This epoch's training batches from the TorchIO queue (``data.pipeline: torchio``) or resident volumes."""
+    def train_dataloader(self, device: torch.device | None = None) -> DataLoader:
+        """This epoch's training batches from the TorchIO queue (``data.pipeline: torchio``) or resident volumes.
+
+        ``device``: where resident volumes live (default: the trainer's device, else the CPU).
+        """
         c = self.cfg
         rank, world = self._rank_world()
         epoch = self._epoch()
@@ -189,7 +192,7 @@ class InpaintDataModule(L.LightningDataModule):
             if max(shares) > length and epoch == 0 and rank == 0:
                 log.info("DDP: ranks draw %s patches this epoch; each rank takes %d (the smallest share)",
                          shares, length)
-        device = getattr(getattr(self.trainer, "strategy", None), "root_device", None) or torch.device("cpu")
+        device = device or getattr(getattr(self.trainer, "strategy", None), "root_device", None) or torch.device("cpu")
         if c.pipeline == "resident":
             order = list(subject_sampler) if subject_sampler is not None else torch.randperm(
                 len(dataset), generator=torch.Generator().manual_seed(epoch_seed)).tolist()

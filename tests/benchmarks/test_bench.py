@@ -21,7 +21,9 @@ def test_shrunk_bench_prints_the_tables(tmp_path, capsys):
                  "| dense_unet | yes |", "| unet3d | no |", "| linear | no | not trained (no parameters) |",
                  "| generator | mode | seconds | process CPU s | windows run | PSNR vs exact (dB, brain) |",
                  "| dense_unet | exact paper grid (fuse) |", "| dense_unet | tile 128 |", "## MONAI peer",
-                 "| source | queue workers | setup s | first batch s | patches | patches/s | queue / dense_unet step rate |"):
+                 "| experiment | pipeline | patches cut on | queue workers | setup + first batch s | patches | patches/s |",
+                 "| dense_unet | torchio | cpu | 0 |", "| dense_unet | resident | cpu | 0 |",
+                 "| slice_resnet | resident | cpu | 0 |", "| unet3d | torchio | cpu | 0 |"):
         assert text in printed, text
     assert not list(tmp_path.glob(".bench.md.tmp"))  # written atomically
 
@@ -67,3 +69,17 @@ def test_a_bad_generator_keyword_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--shrunk", "--generators", "slice_resnet", "--set", "nope.features=3"])
     assert "expected NAME.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_failed_row_is_a_note_and_a_deadline_skips_the_rest(tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel image for this device\nsecond line")
+
+    monkeypatch.setattr(bench, "bench_inference", broken)
+    out = tmp_path / "bench.md"
+    argv = ["--shrunk", "--repeats", "1", "--generators", "slice_resnet,linear", "--skip", "peer,queue",
+            "--infer-generators", "slice_resnet", "--out", str(out)]
+    assert bench.main(argv) == 0
+    assert "| slice_resnet | failed: RuntimeError: no kernel image for this device |" in out.read_text()
+    assert bench.main([*argv, "--deadline", "0"]) == 0
+    assert "| slice_resnet | no | skipped: past the --deadline of 0 s |" in out.read_text()

@@ -20,8 +20,8 @@ from inpaint import config
 from tests.conftest import REPO, phantom, write_nifti
 
 SPLIT = REPO / "experiments" / "splits" / "ds002748.tsv"
-TRAINED = ("dense_unet_paper", "unet3d", "slice_resnet")
-STAGES = ("smoke", "bench", "train", "export", "evaluate")
+TRAINED = ("slice_resnet_large", "dense_unet_paper", "unet3d")
+STAGES = ("smoke", "train", "export", "evaluate")
 
 
 def split_rows() -> list[dict[str, str]]:
@@ -57,28 +57,29 @@ def test_dry_run_passes_every_stage(dry_run):
     for stage in STAGES:
         assert f"| {stage} | ok |" in report, stage
     assert "omegaconf from the unpacked bundle: yes" in report  # the site bundle was unpacked and used
-    assert "carried subjects: 2 train, 1 val, 8 test" in report
-    trains = [e for e in config.experiment_names() if config.load(e).train]  # every experiment that trains
-    assert f"{len(trains)} experiments: {', '.join(trains)}" in report
+    assert "carried subjects: 2 train, 1 val, 0 test" in report  # test subjects never travel
+    assert "slice_resnet_large from scratch" in report
     assert (out / "campaign.log").read_text().rstrip().endswith(f"campaign: done; results in {out}")
 
 
 def test_out_is_what_the_device_tool_brings_back(dry_run):
     _, out = dry_run
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == sorted(["campaign.log", "report.md", "metrics.csv", "results.tar.gz",
+    assert files == sorted(["campaign.log", "report.md", "results.tar.gz", "slice_resnet_large.train.part0",
                             *(f"{name}.ckpt" for name in TRAINED)])
     assert all((out / f).stat().st_size <= 16 * 2**20 for f in files)
     assert load_driver().check_out(out) == []
 
 
-def test_test_subjects_are_scored_and_never_trained_on(dry_run):
+def test_val_subjects_are_scored_and_test_subjects_never_travel(dry_run):
     _, out = dry_run
-    test = {r["subject"] for r in split_rows() if r["split"] == "test"}
-    with (out / "metrics.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert {(r["subject"], r["method"]) for r in rows} == {(s, m) for s in test for m in ("linear", *TRAINED)}
+    val = [r["subject"] for r in split_rows() if r["split"] == "val"][:1]
+    with tarfile.open(out / "results.tar.gz") as tar:
+        rows = list(csv.DictReader(tar.extractfile("results/eval/metrics.csv").read().decode().splitlines()))
+        carried = tar.extractfile("results/split_carried.tsv").read().decode()
+    assert {(r["subject"], r["method"]) for r in rows} == {(s, m) for s in val for m in ("linear", *TRAINED)}
     assert all(math.isfinite(float(r["psnr"])) and 0 < float(r["ssim"]) <= 1 for r in rows)
+    assert "\ttest" not in carried
     report = (out / "report.md").read_text()
     for name in TRAINED:  # the subjects each run drew patches from (data.record_subjects) hold no test subject
         row = next(line for line in report.splitlines() if line.startswith(f"| {name} | ") and "| yes |" in line)
@@ -90,7 +91,6 @@ def test_results_archive_holds_logs_tables_and_figures(dry_run):
     train = {r["subject"] for r in split_rows() if r["split"] == "train"}
     with tarfile.open(out / "results.tar.gz") as tar:
         names = set(tar.getnames())
-        bench = tar.extractfile("results/bench.md").read().decode()
         carried = tar.extractfile("results/split_carried.tsv").read().decode().splitlines()
         for name in TRAINED:  # data.record_subjects: the subjects each epoch drew patches from, training ones only
             drawn = [tar.extractfile(n).read().decode().split() for n in names if n.startswith(f"results/runs/{name}/subjects/")]
@@ -100,8 +100,7 @@ def test_results_archive_holds_logs_tables_and_figures(dry_run):
                  "results/logs/train.log"):
         assert name in names, name
     assert not any(n.endswith(".ckpt") for n in names)
-    assert "## Training step by batch size" in bench and "| slice_resnet |" in bench
-    assert len(carried) == 1 + 11 and carried[0].startswith("subject\tsplit")
+    assert len(carried) == 1 + 3 and carried[0].startswith("subject\tsplit")
 
 
 def test_checkpoints_are_fp16_generators(dry_run):
@@ -119,26 +118,54 @@ def test_the_gpu_commands_pass_their_own_parsers(tmp_path):
     from inpaint import evaluate
 
     (tmp_path / "data").mkdir()
-    for row in split_rows()[:20] + [r for r in split_rows() if r["split"] == "test"]:
+    for row in [r for r in split_rows() if r["split"] != "test"][:20]:
         (tmp_path / "data" / f"{row['subject']}_T1w.nii").touch()  # only the names are read
     args = argparse.Namespace(data=tmp_path / "data", work=tmp_path / "work", out=tmp_path / "out", split=SPLIT,
-                              budget=520.0, dry_run=False)
+                              budget=520.0, dry_run=False, resume=None)
     campaign = load_driver().Campaign(args)
-    fits = [campaign.fit_args(e, "trainer.fast_dev_run=true") for e in config.experiment_names() if config.load(e).train]
-    for argv in fits + list(campaign.train_args("00:00:04:00").values()):
+    for argv in campaign.train_args(240).values():
         cfg = config.from_argv(argv)
         assert cfg.trainer.accelerator == "cuda" and cfg.trainer.precision == "bf16-mixed"
-        assert cfg.generator == config.load(cfg.experiment).generator  # the paper's widths, not tiny ones
-    assert bench.parse([a.replace("cuda", "cpu") for a in campaign.bench_args()]).batches == [48, 96]
+        assert cfg.generator == config.load(cfg.experiment).generator  # the real widths, not tiny ones
+        assert cfg.trainer.max_time == "00:00:04:00" and cfg.data.pipeline == "resident"
+    script = (REPO / "scripts" / "gpu_campaign.sh").read_text()
+    bench_argv = next(line for line in script.splitlines() if line.startswith("BENCH_ARGS=(")).split("(")[1].split(")")[0]
+    assert bench.parse(bench_argv.replace("cuda", "cpu").split()).deadline == 85
     parsed = evaluate.build_parser().parse_args(campaign.evaluate_args({"unet3d": tmp_path / "best.ckpt"}))
-    assert (parsed.device, parsed.split_name, parsed.checkpoint) == ("cuda", "test", [f"unet3d={tmp_path / 'best.ckpt'}"])
+    assert (parsed.device, parsed.split_name, parsed.checkpoint) == ("cuda", "val", [f"unet3d={tmp_path / 'best.ckpt'}"])
 
 
-def test_pack_carries_the_test_subjects_the_first_val_and_the_first_training_ones():
+def test_pack_carries_the_first_val_and_the_first_training_subjects_and_no_test_one():
     chosen = subprocess.run(["bash", "-c", "source scripts/gpu_campaign.sh && subjects 3"], cwd=REPO, check=True,
                             capture_output=True, text=True).stdout.split()
     by_split = {s: [r["subject"] for r in split_rows() if r["split"] == s] for s in ("train", "val", "test")}
-    assert chosen == by_split["test"] + by_split["val"][:1] + by_split["train"][:3]
+    assert chosen == by_split["val"][:1] + by_split["train"][:3]
+
+
+def test_the_training_checkpoint_comes_back_in_parts_and_the_next_lease_resumes_it(dry_run, tmp_path):
+    driver = load_driver()
+    _, out = dry_run
+    joined = tmp_path / "last.ckpt"
+    joined.write_bytes(b"".join((out / f"slice_resnet_large.train.part{i}").read_bytes()
+                                for i in range(len(list(out.glob("slice_resnet_large.train.part*"))))))
+    facts = driver.resume_facts(joined)
+    assert facts["global_step"] > 0 and facts["train_seconds"] > 0
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * (70_000 * 2))  # 35.8 MB: three parts
+    (tmp_path / "parts").mkdir()
+    assert driver.split_parts(big, tmp_path / "parts", "x.train") == 3
+    parts = sorted((tmp_path / "parts").iterdir())
+    assert all(p.stat().st_size <= 16 * 2**20 for p in parts) and b"".join(p.read_bytes() for p in parts) == big.read_bytes()
+    (tmp_path / "data").mkdir()
+    for row in [r for r in split_rows() if r["split"] != "test"][:8]:
+        (tmp_path / "data" / f"{row['subject']}_T1w.nii").touch()
+    args = argparse.Namespace(data=tmp_path / "data", work=tmp_path / "work", out=tmp_path / "out", split=SPLIT,
+                              budget=520.0, dry_run=False, resume=joined)
+    fits = driver.Campaign(args).train_args(240)
+    main = config.from_argv(fits["slice_resnet_large"])
+    total = 240 + int(facts["train_seconds"])  # Lightning's Timer restores the seconds already trained
+    assert main.ckpt_path == str(joined) and main.trainer.max_time == f"00:00:{total // 60:02d}:{total % 60:02d}"
+    assert config.from_argv(fits["unet3d"]).ckpt_path is None
 
 
 def test_check_out_names_what_would_not_come_back(tmp_path):
