@@ -5,7 +5,7 @@
     python -m benchmarks.bench --device cuda --batches 48,96     # + patches/s by batch size, the best marked
     python -m benchmarks.bench --shrunk --repeats 1             # tiny networks and sizes: a smoke run
     python -m benchmarks.bench --levers --skip train,peer,queue --generators dense_unet   # inference levers
-    python -m benchmarks.bench --generators slice_resnet --infer-generators slice_resnet --skip peer,queue --channels-last
+    python -m benchmarks.bench --generators dense_unet --skip queue,infer,peer --channels-first   # the old layout
     python -m benchmarks.bench --checkpoint runs/.../best.ckpt  # tile-vs-exact difference of a trained net
 
 Training: forward + backward + Adam step on random 32³ patches (batch 12; fp32 on the CPU, bf16
@@ -15,8 +15,8 @@ Inference: ``InpaintingModule.predict_volume`` on a real ds002748 volume (or a p
 interval 5, BatchRenorm statistics calibrated on the volume's patches; the MONAI peer
 (``sliding_window_inference``, same patch function, overlap 8/32 = 0.25) as a ratio. Training data: the real
 ``InpaintDataModule.train_dataloader`` of each trained generator's experiment, through the TorchIO queue and the
-resident pipeline (on ``--device``), beside that generator's step rate. Optional packages (monai, psutil,
-omegaconf) load lazily. Every row is guarded: a failure is the row's note, ``--deadline`` skips what would start
+resident pipeline (on ``--device``), beside that generator's step rate. Optional packages (monai, psutil)
+load lazily. Every row is guarded: a failure is the row's note, ``--deadline`` skips what would start
 late, and ``--out`` is rewritten after every row.
 On the CPU, heavy measurements stop after ``--budget`` seconds (the "timed steps" column says how
 many ran); machines shared with other jobs inflate wall seconds, so the process CPU seconds and
@@ -33,6 +33,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -187,17 +188,36 @@ def cpu_seconds() -> float:
 def bench_data(experiment: str, pipeline: str, args: argparse.Namespace) -> dict[str, Any]:
     """Training patches/s of ``experiment``'s data settings through ``pipeline`` (InpaintDataModule.train_dataloader):
     the TorchIO queue with its workers, or resident volumes on ``args.device``; ``args.queue_subjects`` training
-    subjects, epochs repeated until ``args.queue_batches`` batches of ``args.batch`` are timed (after the first)."""
-    import gc
-
+    subjects, epochs repeated until ``args.queue_batches`` batches of ``args.batch`` are timed (after the first);
+    on the CPU with one torch thread (TorchIO's workers have one each), so patches/s is per core there."""
     from inpaint import config as configuration
-    from inpaint.data.module import InpaintDataModule
-    from models import acquired_grid
 
     overrides = [f"data.batch_size={args.batch}", f"data.pipeline={pipeline}", f"data.root={args.queue_root}"]
     if args.shrunk:  # tiny volumes: enough patches per subject for a few batches, no worker processes
         overrides += ["data.samples_per_volume=8", "data.queue_length=16", "data.num_workers=0", "data.patch_slices=4"]
     cfg = configuration.load(experiment, overrides)
+    with torch_threads(1 if args.device.type == "cpu" else torch.get_num_threads()):  # CPU rows: per core
+        return measure_data(cfg, pipeline, args)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def measure_data(cfg: Any, pipeline: str, args: argparse.Namespace) -> dict[str, Any]:
+    """``bench_data``'s measurement of one loaded config."""
+    import gc
+
+    from inpaint.data.module import InpaintDataModule
+    from models import acquired_grid
+
     cpu, start = cpu_seconds(), time.perf_counter()
     datamodule = InpaintDataModule(cfg.data, cfg.seed, acquired_grid(cfg.generator.name))
     datamodule.setup()
@@ -220,7 +240,7 @@ def bench_data(experiment: str, pipeline: str, args: argparse.Namespace) -> dict
     gc.collect()  # TorchIO's workers exit and are reaped: their CPU seconds count
     used = cpu_seconds() - cpu
     workers = cfg.data.num_workers if pipeline == "torchio" else 0
-    return {"experiment": experiment, "generator": cfg.generator.name, "pipeline": pipeline, "workers": workers,
+    return {"experiment": cfg.experiment, "generator": cfg.generator.name, "pipeline": pipeline, "workers": workers,
             "setup": setup, "patches": count, "rate": count / seconds, "per_cpu_second": count / used if used else None,
             "device": args.device.type if pipeline == "resident" else "cpu"}
 
@@ -462,7 +482,7 @@ def render(args: argparse.Namespace, train: list[dict], infer: list[dict], peer:
              f"- sizes: {'shrunk' if args.shrunk else 'paper'} (batch {args.batch}, patch {args.patch}³, {precision})"]
     if matmul:
         lines.append(f"- large bf16 matmul (8192³): {matmul / 1e12:.0f} TFLOP/s measured")
-    layout = (", channels-last 3D" if args.channels_last else "") + (", torch.compile" if args.compile else "")
+    layout = (", channels-last 3D" if args.channels_last else ", channels-first") + (", torch.compile" if args.compile else "")
     if args.set:
         lines.append(f"- generator keywords: {', '.join(args.set)}")
     lines += ["", f"## Training step (forward + backward + Adam, batch {args.batch}, {precision}{layout})", ""]
@@ -520,6 +540,8 @@ def render(args: argparse.Namespace, train: list[dict], infer: list[dict], peer:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
+    from inpaint.config import ModelConfig
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--generators", default="dense_unet,unet3d,slice_resnet,linear",
@@ -529,7 +551,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--paper", dest="shrunk", action="store_false", help="the paper's sizes (default)")
     size.add_argument("--shrunk", action="store_true", help="tiny networks, batch 2, a small volume: a smoke run")
-    parser.set_defaults(shrunk=False)
+    parser.set_defaults(shrunk=False, channels_last=ModelConfig.channels_last)
     parser.add_argument("--volume", type=Path, default=None,
                         help=f"a NIfTI volume (default {DEFAULT_VOLUME.name} if present, else a 170x200x140 phantom)")
     parser.add_argument("--repeats", type=int, default=None, help="timed training steps (default 2 CPU, 20 cuda)")
@@ -547,7 +569,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="skip the rows that would start after this many seconds (each is a note; default: none)")
     parser.add_argument("--batches", default="",
                         help="more training batch sizes, comma-separated (e.g. 48,96): a table by batch size with the best marked")
-    parser.add_argument("--channels-last", action="store_true", help="train with channels-last 3D weights")
+    layout = parser.add_mutually_exclusive_group()
+    layout.add_argument("--channels-last", dest="channels_last", action="store_true",
+                        help="train with channels-last 3D weights and patches (default, as model.channels_last)")
+    layout.add_argument("--channels-first", dest="channels_last", action="store_false",
+                        help="train channels-first (the layout before model.channels_last became the default)")
     parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast in the CPU training step too")
     parser.add_argument("--compile", action="store_true", help="torch.compile the generator in the training step")
     parser.add_argument("--set", action="append", default=[], metavar="NAME.KEY=VALUE",

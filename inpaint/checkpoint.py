@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
+from inpaint.config import REPO
 from inpaint.data.io import InputError
+from inpaint.data.subjects import read_split_file
 from inpaint.system import InpaintingModule
 
 PRETRAINED = Path(__file__).resolve().parent / "assets" / "pretrained"
@@ -97,3 +99,22 @@ def load_module(spec: str, device: str | torch.device = "cpu") -> InpaintingModu
                          f"of this inpaint version ({detail}); use a checkpoint trained with this version") from None
     module.checkpoint_path = str(path)
     return module.eval()
+
+
+def seen_subjects(module: InpaintingModule) -> dict[str, list[str]] | None:
+    """The subjects a checkpoint trained on (``train``) and was selected on (``val``), or None when unknown.
+
+    ``inpaint.fit`` records them (``data_info["subjects"]``); older checkpoints, the committed models among
+    them, name the split file they trained with (``data.split``), read here relative to the repository.
+    """
+    info = module.hparams.get("data_info") or {}
+    if info.get("subjects"):
+        return {split: list(names) for split, names in info["subjects"].items()}
+    split = ((module.hparams.get("config") or {}).get("data") or {}).get("split")
+    path = Path(split) if split and split != "auto" else None
+    if path is not None and not path.is_absolute():
+        path = REPO / path
+    if path is None or not path.is_file():
+        return None
+    assignment = read_split_file(path)
+    return {s: [n for n, v in assignment.items() if v == s] for s in ("train", "val")}

@@ -29,7 +29,7 @@ class ConfigError(InpaintError):
 class DataConfig:
     root: str | None = None  # folder of NIfTI files (recursive); null = the bundled MNI152 demo data
     mask_token: str = "mask"  # files whose name contains this are brain masks, matched to images by name
-    split: str | None = None  # TSV with columns subject, split (train/val/test); null = seeded split
+    split: str | None = "auto"  # a TSV (columns subject, split); auto = experiments/splits/<root folder>.tsv if committed; null = seeded
     val_subjects: list[str] = field(default_factory=list)  # explicit lists override the seeded split
     test_subjects: list[str] = field(default_factory=list)
     val_fraction: float = 0.08
@@ -60,7 +60,7 @@ class ModelConfig:
     data_consistency: bool = False  # copy the acquired slices back into the output (the paper does not)
     known_channel: bool = False  # feed the acquired-slice mask as a second input channel
     residual: bool = False  # the network predicts a correction added to the interpolated input
-    channels_last: bool = False  # generator weights and activations in channels-last 3D memory format
+    channels_last: bool = True  # weights and activations in channels-last 3D memory (paper DenseUNet CPU step x1.36, U-Net x1.0)
     compile: bool = False  # torch.compile the generator (state-dict keys unchanged)
 
 

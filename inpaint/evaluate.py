@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from inpaint.checkpoint import changed_weights, file_digest, load_module
+from inpaint.checkpoint import changed_weights, file_digest, load_module, seen_subjects
 from inpaint.data.degrade import degrade
 from inpaint.data.io import InputError, atomic_write, is_volume_file, read_volume, volume_stem
 from inpaint.data.subjects import VolumeFile, find_volumes, read_split_file
@@ -117,6 +117,20 @@ def build_methods(args: argparse.Namespace) -> dict[str, Any]:
             methods[name] = (Restorer(load_module(target, args.device), given) if flag == "--checkpoint"
                              else prediction_index(target, name))
     return methods
+
+
+def check_unseen(volumes: list[VolumeFile], methods: dict[str, Any], allow: bool) -> None:
+    """A one-line InputError when a checkpoint would be scored on a subject it trained on or was selected on."""
+    names = {v.name for v in volumes}
+    for name, restorer in trained_networks(methods).items():
+        seen = seen_subjects(restorer.method) or {}
+        for split, role in (("train", "a training subject"), ("val", "a validation subject (model selection)")):
+            overlap = sorted(names & set(seen.get(split, [])))
+            if overlap and not allow:
+                more = f" (and {len(overlap) - 1} more of the evaluated subjects)" if len(overlap) > 1 else ""
+                raise InputError(f"--checkpoint {name}: {overlap[0]} is {role} of it{more}; scores there measure what "
+                                 "it saw, not how it generalises: evaluate held-out subjects (e.g. --split "
+                                 "experiments/splits/ds002748.tsv --split-name test) or pass --allow-seen")
 
 
 def trained_networks(methods: dict[str, Any]) -> dict[str, Restorer]:
@@ -271,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", metavar="FILE.tsv",
                         help="TSV with columns subject, split: evaluate the subjects of --split-name")
     parser.add_argument("--split-name", default="test", choices=("train", "val", "test"), help="which split of --split (default: test)")
+    parser.add_argument("--allow-seen", action="store_true",
+                        help="score checkpoints on subjects they trained on or were selected on (refused by default)")
     parser.add_argument("--panel-subject", metavar="ID", help="subject of the slice panel figure (default: the first)")
     parser.add_argument("--out", required=True, metavar="OUTDIR", help="output folder: metrics.csv, summary.md, figures/")
     again = parser.add_mutually_exclusive_group()
@@ -303,6 +319,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
         raise InputError("give --subjects or --split, not both")
     volumes = select_volumes(args)
     methods = build_methods(args)
+    check_unseen(volumes, methods, args.allow_seen)
     for name, index in ((n, m) for n, m in methods.items() if isinstance(m, dict)):
         missing = [v for v in volumes if volume_stem(v.image) not in index]
         if missing:

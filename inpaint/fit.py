@@ -111,7 +111,8 @@ def run_directory(cfg: DictConfig, ckpt_path: Path | None) -> Path:
 
 
 def data_info(datamodule: InpaintDataModule) -> dict[str, Any]:
-    """Voxel spacing and orientation of the first training volume (slice axis last), the intervals and slices trained at."""
+    """Voxel spacing and orientation of the first training volume (slice axis last), the intervals and slices trained
+    at, and the subjects it trains and validates on (``inpaint.evaluate`` refuses to score it on them)."""
     import nibabel as nib
 
     from inpaint.geometry import slice_axis, slice_last_permutation
@@ -125,7 +126,8 @@ def data_info(datamodule: InpaintDataModule) -> dict[str, Any]:
     return {"spacing": spacing, "orientation": "".join(codes[a] for a in slice_last_permutation(axis)),
             "interval": int(datamodule.cfg.interval), "skull_stripped": True,
             "intervals": [int(i) for i in datamodule.cfg.intervals] or [int(datamodule.cfg.interval)],
-            "thick_slices": bool(datamodule.cfg.thick_slices)}
+            "thick_slices": bool(datamodule.cfg.thick_slices),
+            "subjects": {split: [v.name for v in datamodule.splits[split]] for split in ("train", "val")}}
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, config: dict, trainable: bool, resumed: bool = False) -> L.Trainer:

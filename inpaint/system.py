@@ -177,6 +177,8 @@ class InpaintingModule(L.LightningModule):
 
     def model_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs, known, target = (batch[k][tio.DATA].float() for k in (INPUT, KNOWN, TARGET))
+        if self.model_cfg["channels_last"]:
+            inputs = inputs.contiguous(memory_format=torch.channels_last_3d)
         pred = self(inputs, known)
         terms = {"l1": self.loss_cfg["l1"] * F.l1_loss(pred, target)}
         for name, (fn, weight) in self.loss_terms.items():

@@ -245,8 +245,9 @@ class Campaign:
         return args
 
     def evaluate_args(self, ckpts: dict[str, Path]) -> list[str]:
-        """``inpaint.evaluate`` arguments: the carried val subjects, the paper's protocol, linear and ``ckpts``."""
-        return ["--data", str(self.data), "--split", str(self.split), "--split-name", "val", "--interval", "5",
+        """``inpaint.evaluate`` arguments: the carried val subjects (the networks were selected on them: ``--allow-seen``;
+        the report calls them val figures), the paper's protocol, linear and ``ckpts``."""
+        return ["--data", str(self.data), "--split", str(self.split), "--split-name", "val", "--allow-seen", "--interval", "5",
                 "--offset", "0", "--methods", "linear", "--device", self.device, "--out", str(self.work / "eval"),
                 *[a for e, p in ckpts.items() for a in ("--checkpoint", f"{e}={p}")]]
 

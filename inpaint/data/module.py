@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -13,6 +14,7 @@ import torch
 import torchio as tio
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from inpaint.config import EXPERIMENTS
 from inpaint.constants import (
     INPUT,
     INTERVAL,
@@ -120,13 +122,32 @@ class InpaintDataModule(L.LightningDataModule):
         if self.splits:
             return
         volumes = find_volumes(self.root(), self.cfg.mask_token)
+        split, source = self.split_file()
         self.splits = split_volumes(volumes, self.cfg.val_fraction, self.cfg.test_fraction, self.cfg.split_seed,
-                                    self.cfg.split, list(self.cfg.val_subjects), list(self.cfg.test_subjects))
+                                    split, list(self.cfg.val_subjects), list(self.cfg.test_subjects),
+                                    missing_ok=self.cfg.split == "auto")
         if self.cfg.max_val_subjects is not None:
             self.splits["val"] = self.splits["val"][: self.cfg.max_val_subjects]
-        log.info("subjects: %s", ", ".join(f"{k} {len(v)}" for k, v in self.splits.items()))
+        log.info("subjects: %s (%s)", ", ".join(f"{k} {len(v)}" for k, v in self.splits.items()), source)
         if stage == "fit":
             check_volumes(self.splits["train"] + self.splits["val"])
+
+    def split_file(self) -> tuple[str | None, str]:
+        """The split file ``data.split`` resolves to (None: lists or the seeded split), and where the split comes from.
+
+        ``auto``: the committed ``experiments/splits/<folder>.tsv`` of ``data.root``'s folder name when there is one
+        (restricted to the subjects the folder holds), else as null.
+        """
+        c = self.cfg
+        if c.val_subjects or c.test_subjects:
+            return None, "data.val_subjects / data.test_subjects"
+        if c.split != "auto":
+            return c.split, f"split file {c.split}" if c.split else f"seeded split (data.split_seed={c.split_seed})"
+        committed = EXPERIMENTS / "splits" / f"{Path(self.root()).name}.tsv"
+        if not c.root or not committed.is_file():
+            return None, f"seeded split (data.split_seed={c.split_seed}; no committed split for this folder)"
+        return str(committed), (f"the committed split {committed.relative_to(EXPERIMENTS.parent)} (data.split=auto; "
+                                "data.split=null for a seeded one)")
 
     def base_transforms(self, training: bool) -> list[tio.Transform]:
         """Mask + degradation; training adds normalisation and the slice axis last (validation volumes stay in

@@ -88,13 +88,17 @@ def reference_files(data: str | Path, subjects: list[str]) -> list[Path]:
 
 def split_volumes(volumes: list[VolumeFile], val_fraction: float = 0.08, test_fraction: float = 0.15,
                   seed: int = 0, split_file: str | None = None, val_subjects: list[str] | None = None,
-                  test_subjects: list[str] | None = None) -> dict[str, list[VolumeFile]]:
-    """Deterministic split by subject: a split file, explicit lists, else a seeded shuffle."""
+                  test_subjects: list[str] | None = None, missing_ok: bool = False) -> dict[str, list[VolumeFile]]:
+    """Deterministic split by subject: a split file, explicit lists, else a seeded shuffle.
+
+    ``missing_ok``: subjects of the split file without a volume are left out (else a one-line error); volumes
+    the file does not list are in no split either way.
+    """
     names = [v.name for v in volumes]
     if split_file:
         assignment = read_split_file(split_file)
         missing = sorted(set(assignment) - set(names))
-        if missing:
+        if missing and not missing_ok:
             raise InputError(f"{split_file}: subject {missing[0]!r} has no volume in data.root; fix the file or the root")
     elif val_subjects or test_subjects:
         unknown = sorted((set(val_subjects or []) | set(test_subjects or [])) - set(names))

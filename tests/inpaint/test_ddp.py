@@ -42,9 +42,10 @@ def validate_alone(run: Path) -> dict[str, float]:
     return trainer.validate(module, datamodule=datamodule, verbose=False)[0]
 
 
-def test_two_process_ddp_shards_subjects_and_writes_once(tiny_root, tmp_path):
+@pytest.mark.parametrize("pipeline", ["torchio", "resident"])
+def test_two_process_ddp_shards_subjects_and_writes_once(tiny_root, tmp_path, pipeline):
     # 6 subjects: 2 validation (one per rank), 4 training (two per rank and epoch)
-    args = [*quick_overrides(tiny_root, tmp_path), "logger=csv", "trainer.strategy=ddp", "trainer.devices=2",
+    args = [*quick_overrides(tiny_root, tmp_path), f"data.pipeline={pipeline}", "logger=csv", "trainer.strategy=ddp", "trainer.devices=2",
             "trainer.max_epochs=2", "trainer.limit_train_batches=null", "trainer.log_every_n_steps=2",
             "trainer.sync_batchnorm=true", "data.record_subjects=true", "data.max_val_subjects=null",
             "data.val_fraction=0.34", "data.test_fraction=0"]

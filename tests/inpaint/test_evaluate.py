@@ -128,7 +128,7 @@ def test_checkpoint_and_saved_predictions(tiny_root, tmp_path, capsys, tiny_chec
     out = tmp_path / "eval"
     code, _, err = evaluate(capsys, "--data", tiny_root, "--subjects", "sub-05", "--methods", "linear",
                             "--checkpoint", f"tiny={tiny_checkpoint}", "--prediction", f"saved={predictions}",
-                            "--out", out)
+                            "--out", out, "--allow-seen")  # the tiny model trained on every tiny subject but two
     assert code == 0, err
     table = {r["method"]: r for r in rows(out)}
     assert list(table) == ["linear", "tiny", "saved"]
@@ -143,7 +143,7 @@ def test_resume_refuses_a_checkpoint_whose_weights_changed(tiny_root, tmp_path, 
     checkpoint = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
     torch.save(checkpoint, weights)
     base = ["--data", tiny_root, "--subjects", "sub-05", "--out", tmp_path / "eval", "--no-figures",
-            "--checkpoint", f"model={weights}"]
+            "--checkpoint", f"model={weights}", "--allow-seen"]
     assert evaluate(capsys, *base)[0] == 0
     assert evaluate(capsys, *base, "--resume")[0] == 0  # the same file: nothing to redo
     name = next(k for k, v in checkpoint["state_dict"].items() if v.is_floating_point())
@@ -208,3 +208,15 @@ def test_bad_interval_is_an_error_before_the_output_folder_exists(tiny_root, tmp
     code, _, err = evaluate(capsys, "--data", tiny_root, "--interval", "0", "--out", tmp_path / "e")
     assert code == 2 and "--interval 0" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "e").exists()
+
+
+def test_a_checkpoint_is_not_scored_on_subjects_it_trained_or_was_selected_on(tmp_path, capsys):
+    write_nifti(tmp_path / "data" / "sub-02_T1w.nii.gz", phantom())  # sub-02: training subject of the committed split
+    write_nifti(tmp_path / "data" / "sub-03_T1w.nii.gz", phantom(seed=1))  # sub-03: a val subject
+    base = ["--data", tmp_path / "data", "--methods", "linear", "--checkpoint", "net=pretrained", "--no-figures"]
+    code, _, err = evaluate(capsys, *base, "--subjects", "sub-02", "--out", tmp_path / "a")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "a").exists()
+    assert "--checkpoint net: sub-02 is a training subject of it" in err and "--allow-seen" in err
+    code, _, err = evaluate(capsys, *base, "--subjects", "sub-03", "--out", tmp_path / "b")
+    assert code == 2 and "sub-03 is a validation subject (model selection) of it" in err
+    assert evaluate(capsys, *base, "--subjects", "sub-02", "--allow-seen", "--out", tmp_path / "c")[0] == 0

@@ -66,6 +66,9 @@ def test_training_writes_config_checkpoints_and_metrics(tiny_root, tmp_path):
     hparams = checkpoint["hyper_parameters"]
     assert hparams["config"]["generator"]["name"] == "dense_unet" and hparams["data_info"]["interval"] == 5
     assert hparams["data_info"]["orientation"] == "RAS"  # the tiny phantoms' (identity affine), slice axis last
+    subjects = hparams["data_info"]["subjects"]  # evaluate refuses to score the model on them
+    assert subjects["val"] == result["val_subjects"] and len(subjects["train"]) == 4
+    assert not set(subjects["train"]) & set(subjects["val"])
     assert not any("vgg" in k.lower() for k in checkpoint["state_dict"])
 
 

@@ -34,7 +34,7 @@ def hann_run(tiny_root, tmp_path_factory) -> dict:
 def test_evaluate_reports_what_validation_logged_with_the_checkpoints_settings(hann_run, tiny_root, tmp_path, capsys):
     out = tmp_path / "eval"
     assert evaluate(["--data", str(tiny_root), "--subjects", "sub-03", "--methods", "linear", "--checkpoint",
-                     f"net={hann_run['best_checkpoint']}", "--out", str(out), "--no-figures"]) == 0
+                     f"net={hann_run['best_checkpoint']}", "--out", str(out), "--no-figures", "--allow-seen"]) == 0
     capsys.readouterr()
     with (out / "metrics.csv").open(newline="") as handle:
         row = next(r for r in csv.DictReader(handle) if r["method"] == "net")

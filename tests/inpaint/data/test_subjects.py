@@ -129,3 +129,23 @@ def test_atomic_write_refuses_to_overwrite(tmp_path):
         write_volume(torch.zeros(4, 4, 4), np.eye(4), path)
     write_volume(torch.zeros(4, 4, 4), np.eye(4), path, overwrite=True)
     assert read_volume(path)[0].sum() == 0 and [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
+
+
+def test_a_folder_with_a_committed_split_uses_it_and_says_so(tmp_path, caplog):
+    import logging
+
+    from inpaint.config import load
+    from inpaint.data.module import InpaintDataModule
+
+    root = tmp_path / "ds002748"  # experiments/splits/ds002748.tsv: sub-02 train, sub-03 val, sub-11 test
+    for name in ("sub-02", "sub-03", "sub-11", "sub-99"):  # sub-99: not in the split, so in no split
+        write_nifti(root / f"{name}_T1w.nii.gz", phantom())
+    with caplog.at_level(logging.INFO):
+        datamodule = InpaintDataModule(load("debug", [f"data.root={root}"]).data)
+        datamodule.setup()
+    assert {k: [v.name for v in vs] for k, vs in datamodule.splits.items()} == {
+        "train": ["sub-02"], "val": ["sub-03"], "test": ["sub-11"]}
+    assert "the committed split experiments/splits/ds002748.tsv" in caplog.text
+    seeded = InpaintDataModule(load("debug", [f"data.root={root}", "data.split=null"]).data)
+    seeded.setup()
+    assert sum(len(v) for v in seeded.splits.values()) == 4  # null: the seeded split of every volume
