@@ -192,7 +192,8 @@ def bench_data(experiment: str, pipeline: str, args: argparse.Namespace) -> dict
     on the CPU with one torch thread (TorchIO's workers have one each), so patches/s is per core there."""
     from inpaint import config as configuration
 
-    overrides = [f"data.batch_size={args.batch}", f"data.pipeline={pipeline}", f"data.root={args.queue_root}"]
+    overrides = [f"data.batch_size={args.batch}", f"data.pipeline={pipeline}"]
+    overrides += [f"data.root={args.queue_root}"] if args.queue_root else []  # else the bundled demo data
     if args.shrunk:  # tiny volumes: enough patches per subject for a few batches, no worker processes
         overrides += ["data.samples_per_volume=8", "data.queue_length=16", "data.num_workers=0", "data.patch_slices=4"]
     cfg = configuration.load(experiment, overrides)
@@ -237,6 +238,8 @@ def measure_data(cfg: Any, pipeline: str, args: argparse.Namespace) -> dict[str,
     sync(args.device)
     seconds = time.perf_counter() - start
     del batches
+    datamodule.train_queue = None  # it holds the last queue's subject loader, so its worker processes
+    del datamodule
     gc.collect()  # TorchIO's workers exit and are reaped: their CPU seconds count
     used = cpu_seconds() - cpu
     workers = cfg.data.num_workers if pipeline == "torchio" else 0
@@ -521,7 +524,7 @@ def render(args: argparse.Namespace, train: list[dict], infer: list[dict], peer:
     else:
         lines.append(f"{peer}")
     lines += ["", f"## Training data (InpaintDataModule.train_dataloader, batches of {args.batch}, "
-              f"{args.queue_subjects} subjects of {args.queue_root})", "",
+              f"{args.queue_subjects} subjects of {args.queue_root or 'the bundled demo data'})", "",
               "Each experiment's own data settings; step patches/s: this bench's training row of its generator "
               "(no perceptual term). A data / step ratio below 1.5 leaves the step waiting for data.", "",
               "| experiment | pipeline | patches cut on | queue workers | setup + first batch s | patches | patches/s | "
@@ -617,13 +620,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 class Rows:
-    """Runs each measurement as a row: past ``--deadline`` it is skipped, a failure becomes the row's note (the
-    other rows still run), and ``--out`` is rewritten after every row, so a killed bench leaves what it measured."""
+    """Runs each measurement as a row: past ``--deadline`` (seconds since the bench started) it is skipped, a failure
+    becomes the row's note (the other rows still run), and ``--out`` is rewritten after every row, so a killed
+    bench leaves every row it finished."""
 
-    def __init__(self, args: argparse.Namespace, write: Any) -> None:
-        self.args, self.write, self.start = args, write, time.perf_counter()
+    def __init__(self, args: argparse.Namespace, write: Any, start: float) -> None:
+        self.args, self.write, self.start = args, write, start
 
-    def __call__(self, row: dict[str, Any], measure: Any) -> dict[str, Any]:
+    def add(self, rows: list[dict[str, Any]], row: dict[str, Any], measure: Any) -> dict[str, Any]:
+        """Measure ``row`` (``measure()`` returns its cells), append it to ``rows``, rewrite ``--out``; the row."""
+        rows.append(self.measure(row, measure))
+        self.write()
+        return rows[-1]
+
+    def measure(self, row: dict[str, Any], measure: Any) -> dict[str, Any]:
         deadline = self.args.deadline
         if deadline is not None and time.perf_counter() - self.start > deadline:
             return {**row, "note": f"skipped: past the --deadline of {deadline:.0f} s"}
@@ -635,14 +645,13 @@ class Rows:
             first = (str(error).splitlines() or [""])[0][:160]
             print(f"bench row {row} failed: {type(error).__name__}: {first}", file=sys.stderr)
             return {**row, "note": f"failed: {type(error).__name__}: {first}"}
-        finally:
-            self.write()
 
 
 DATA_EXPERIMENTS = {"dense_unet": "dense_unet", "unet3d": "unet3d", "slice_resnet": "slice_resnet"}  # generator -> experiment
 
 
 def main(argv: list[str] | None = None) -> int:
+    start = time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
     from inpaint.data.io import atomic_write
@@ -663,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write(args.out, report)
         return report
 
-    row = Rows(args, write)
+    row = Rows(args, write, start)
     for name in args.generators if "train" not in args.skip else []:
         trainable = any(True for _ in GENERATORS.build(name, **args.kwargs[name]).parameters())
         for perceptual in (False, True):
@@ -674,23 +683,24 @@ def main(argv: list[str] | None = None) -> int:
             if perceptual and acquired_grid(name):
                 train.append({**head, "note": "no perceptual branch (trains on the acquired-slice grid)"})
                 break
-            train.append(row(head, lambda n=name, p=perceptual: bench_training(n, args.kwargs[n], p, args)))
-            print(f"trained {name} perceptual={perceptual}: {train[-1].get('rate', train[-1].get('note'))}", file=sys.stderr)
+            done = row.add(train, head, lambda n=name, p=perceptual: bench_training(n, args.kwargs[n], p, args))
+            print(f"trained {name} perceptual={perceptual}: {done.get('rate', done.get('note'))}", file=sys.stderr)
     for name in [] if "queue" in args.skip else [g for g in args.generators if g in DATA_EXPERIMENTS]:
         for pipeline in ("torchio", "resident"):
             head = {"experiment": DATA_EXPERIMENTS[name], "generator": name, "pipeline": pipeline}
-            data.append(row(head, lambda h=head: bench_data(h["experiment"], h["pipeline"], args)))
+            row.add(data, head, lambda h=head: bench_data(h["experiment"], h["pipeline"], args))
     for r in [r for r in train if "rate" in r]:
         for batch in args.batches:
             head = {"generator": r["generator"], "perceptual": r["perceptual"], "batch": batch}
-            sweep.append(row(head, lambda h=head: bench_batch(h, args)))
+            row.add(sweep, head, lambda h=head: bench_batch(h, args))
     args.case = load_case(args.volume, (48, 56, 40) if args.shrunk else (170, 200, 140))
     for name in [] if "infer" in args.skip else args.infer_generators:
-        rows = row({"generator": name}, lambda n=name: {"rows": bench_inference(n, args.kwargs[n], args.case, args)})
-        infer.extend(rows.pop("rows", [rows]))
+        measured = row.measure({"generator": name}, lambda n=name: {"rows": bench_inference(n, args.kwargs[n], args.case, args)})
+        infer.extend(measured.pop("rows", [measured]))
+        write()
     if "peer" not in args.skip:
-        peer = row({}, lambda: {"peer": bench_peer(args.case, args)})
-        peer = peer.get("peer", peer.get("note"))
+        measured = row.measure({}, lambda: {"peer": bench_peer(args.case, args)})
+        peer = measured.get("peer", measured.get("note"))
     print(write())
     return 0
 

@@ -101,16 +101,18 @@ def load_module(spec: str, device: str | torch.device = "cpu") -> InpaintingModu
     return module.eval()
 
 
-def seen_subjects(module: InpaintingModule) -> dict[str, list[str]] | None:
+def seen_subjects(hparams: dict[str, Any]) -> dict[str, list[str]] | None:
     """The subjects a checkpoint trained on (``train``) and was selected on (``val``), or None when unknown.
 
-    ``inpaint.fit`` records them (``data_info["subjects"]``); older checkpoints, the committed models among
-    them, name the split file they trained with (``data.split``), read here relative to the repository.
+    ``hparams``: the checkpoint's hyper-parameters (``module.hparams``). ``inpaint.fit`` records the subjects
+    (``data_info["subjects"]``, those of the checkpoints it resumed or started from included); older checkpoints,
+    the committed models among them, name the split file they trained with (``data.split``), read here relative
+    to the repository.
     """
-    info = module.hparams.get("data_info") or {}
+    info = hparams.get("data_info") or {}
     if info.get("subjects"):
         return {split: list(names) for split, names in info["subjects"].items()}
-    split = ((module.hparams.get("config") or {}).get("data") or {}).get("split")
+    split = ((hparams.get("config") or {}).get("data") or {}).get("split")
     path = Path(split) if split and split != "auto" else None
     if path is not None and not path.is_absolute():
         path = REPO / path
@@ -118,3 +120,16 @@ def seen_subjects(module: InpaintingModule) -> dict[str, list[str]] | None:
         return None
     assignment = read_split_file(path)
     return {s: [n for n, v in assignment.items() if v == s] for s in ("train", "val")}
+
+
+def inherited_subjects(subjects: dict[str, list[str]], sources: list[str]) -> dict[str, list[str]]:
+    """``subjects`` ({"train": [...], "val": [...]}) plus those of the checkpoints in ``sources`` (a resumed one, an
+    ``init_from``): a model has seen every subject any of its training stages saw."""
+    train, val = list(subjects["train"]), list(subjects["val"])
+    for source in sources:
+        path = checkpoint_path(source)
+        hparams = torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("hyper_parameters") or {}
+        earlier = seen_subjects(hparams) or {}
+        train += [n for n in earlier.get("train", []) if n not in train]
+        val += [n for n in earlier.get("val", []) if n not in val and n not in train]
+    return {"train": train, "val": [n for n in val if n not in train]}

@@ -123,7 +123,7 @@ def check_unseen(volumes: list[VolumeFile], methods: dict[str, Any], allow: bool
     """A one-line InputError when a checkpoint would be scored on a subject it trained on or was selected on."""
     names = {v.name for v in volumes}
     for name, restorer in trained_networks(methods).items():
-        seen = seen_subjects(restorer.method) or {}
+        seen = seen_subjects(restorer.method.hparams) or {}
         for split, role in (("train", "a training subject"), ("val", "a validation subject (model selection)")):
             overlap = sorted(names & set(seen.get(split, [])))
             if overlap and not allow:

@@ -52,7 +52,7 @@ from inpaint.callbacks import (
     ValidationHistory,
     WorkMeter,
 )
-from inpaint.checkpoint import is_pretrained_name, load_module
+from inpaint.checkpoint import inherited_subjects, is_pretrained_name, load_module
 from inpaint.data.io import atomic_write
 from inpaint.data.module import InpaintDataModule
 from inpaint.data.subjects import subject_name
@@ -196,9 +196,10 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     config = configuration.to_container(cfg)
+    info = data_info(datamodule)
+    info["subjects"] = inherited_subjects(info["subjects"], [str(p) for p in (ckpt_path, cfg.init_from) if p])
     module = InpaintingModule(generator=config["generator"], model=config["model"], loss=config["loss"],
-                              optim=config["optim"], inference=config["inference"], config=config,
-                              data_info=data_info(datamodule))
+                              optim=config["optim"], inference=config["inference"], config=config, data_info=info)
     if cfg.init_from and ckpt_path is None:
         initialise(module, cfg.init_from)
     train = module.trainable and cfg.train

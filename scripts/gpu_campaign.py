@@ -52,10 +52,11 @@ OUT_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 # this size cannot come back (the paper's 3D U-Net: ~1 GiB), so it is not exported (it is evaluated there).
 TRAINING_CKPT_BYTES = 2 * 6 * OUT_FILE_BYTES
 # Hard limits (s): "smoke" = imports and device, "evaluate" = exports + evaluation (reserved before the training
-# starts), "report" = packing OUT; a training run may take "train_grace" s past its trainer.max_time (start, last
-# validation, checkpoint). On the GPU the training gets every second the budget leaves (~6.5 of a 9-minute call).
-LIMITS = {"gpu": {"smoke": 45, "evaluate": 60, "report": 15, "train_grace": 30},
-          "dry": {"smoke": 120, "evaluate": 200, "report": 15, "train_grace": 90}}
+# starts), "report" = packing OUT. Lightning's Timer starts at on_train_start, so a run's trainer.max_time is its
+# window less "startup" (imports, CUDA, reading the volumes), and it may take "train_grace" s past the window
+# (last validation, checkpoints). On the GPU the training gets every second the budget leaves (~6.5 of 9 minutes).
+LIMITS = {"gpu": {"smoke": 45, "evaluate": 60, "report": 15, "train_grace": 30, "startup": 30},
+          "dry": {"smoke": 120, "evaluate": 200, "report": 15, "train_grace": 90, "startup": 0}}
 DRY_TRAIN_SECONDS = 2
 # GPU: fewer validations (a whole val volume's metrics run on the CPU, ~2 s) and the paper networks' patches from
 # resident volumes too, so that three trainings do not queue on the 16 cores.
@@ -140,7 +141,13 @@ class Campaign:
         (self.work / "logs").mkdir(parents=True, exist_ok=True)
         self.out.mkdir(parents=True, exist_ok=True)
         self.split = self.carried_split()
-        self.resumed = resume_facts(args.resume)
+        self.resume_problem = ""
+        try:
+            self.resumed = resume_facts(args.resume)
+        except Exception as error:  # noqa: BLE001 - a bad resume file must not cost the lease: train from scratch
+            self.resume_problem = f"{args.resume} did not load ({type(error).__name__}: {str(error)[:120]})"
+            print(f"campaign: {self.resume_problem}; {MAIN} trains from scratch", flush=True)
+            args.resume, self.resumed = None, {}
 
     def left(self) -> float:
         return self.args.budget - (time.monotonic() - self.start)
@@ -232,12 +239,13 @@ class Campaign:
         return self.stage("smoke", results, "imports and device")
 
     def train_args(self, seconds: int) -> dict[str, list[str]]:
-        """``inpaint.fit`` arguments of each network, ``seconds`` of training each (``--resume``: the main model's
-        ``trainer.max_time`` adds the training time its checkpoint already holds, which Lightning's Timer restores)."""
+        """``inpaint.fit`` arguments of each network, a window of ``seconds`` each: ``trainer.max_time`` is the window
+        less the start-up (``--resume``: plus the training time the main model's checkpoint already holds, which
+        Lightning's Timer restores)."""
         args = {}
         for e in TRAINED:
             resume = [f"ckpt_path={self.args.resume}"] if e == MAIN and self.args.resume else []
-            total = seconds + (int(self.resumed["train_seconds"]) if resume else 0)
+            total = max(1, seconds - self.limits["startup"]) + (int(self.resumed["train_seconds"]) if resume else 0)
             max_time = f"00:{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
             args[e] = self.fit_args(e, f"trainer.max_time={max_time}", "logger=csv", "data.record_subjects=true",
                                     f"run_dir={self.work / 'runs' / e}", *resume,
@@ -284,7 +292,7 @@ class Campaign:
 
     def export_and_evaluate(self) -> None:
         """fp16 exports and step counts first (they must come back even if the evaluation runs out of time), then
-        the test split with linear and every checkpoint: one process."""
+        the carried val subjects with linear and every checkpoint: one process."""
         ckpts, folder = self.checkpoints(), self.work / "export"
         folder.mkdir(exist_ok=True)
         last = {e: p.parent / "last.ckpt" if (p.parent / "last.ckpt").exists() else p for e, p in ckpts.items()}
@@ -339,7 +347,7 @@ class Campaign:
                  f"- training: {', '.join(TRAINED)} {'one after the other' if self.dry else 'side by side'}, "
                  f"{self.train_seconds} s wall in all; {MAIN} "
                  + (f"resumed from step {self.resumed['global_step']} ({self.resumed['train_seconds']:.0f} s trained before)"
-                    if self.resumed else "from scratch"),
+                    if self.resumed else "from scratch" + (f" ({self.resume_problem})" if self.resume_problem else "")),
                  f"- driver wall time: {time.monotonic() - self.start:.0f} s", "", "## Stages", "",
                  "| stage | status | seconds | note |", "|---|---|---|---|"]
         lines += [f"| {r['stage']} | {r['status']} | {r['seconds']} | {r['note']} |" for r in self.rows]

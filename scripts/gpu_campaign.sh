@@ -85,15 +85,20 @@ pack() {  # .gpu/ for the real call, with ../shared/gpu/bundle.sh
 }
 
 unpack() {  # unpack DIR: what a campaign call brought back, into runs/gpu_campaign/ and RESUME
-    local from=$1 dest=runs/gpu_campaign parts
+    local from=$1 dest=runs/gpu_campaign parts expected
     [[ -f $from/report.md ]] || die "$from: no report.md; give the folder the campaign call's files came back to"
     mkdir -p "$dest"
     for f in "$from"/*.ckpt; do [[ -f $f ]] && cp "$f" "$dest/$(basename "$f" .ckpt).fp16.ckpt"; done
     cp "$from/report.md" "$dest/report-$(date -u +%Y%m%d-%H%M).md"
     mapfile -t parts < <(ls "$from/$MAIN".train.part* 2>/dev/null | sort -V)
+    expected=$(sed -n "s/.*training checkpoint in \([0-9]*\) part(s).*/\1/p" "$from/report.md" | head -1)
     if ((${#parts[@]})); then
-        [[ -f $RESUME ]] && mv "$RESUME" "$RESUME.prev"
-        cat "${parts[@]}" > "$RESUME.partial" && mv "$RESUME.partial" "$RESUME"
+        ((${#parts[@]} == ${expected:-0})) || die "$from: ${#parts[@]} part(s) of the training checkpoint, report.md says ${expected:-none}; fetch them all"
+        cat "${parts[@]}" > "$RESUME.partial"
+        "${PY:-.venv/bin/python}" -c "import sys, torch; torch.load(sys.argv[1], map_location='cpu', weights_only=False)" \
+            "$RESUME.partial" || { rm -f "$RESUME.partial"; die "the joined parts of $from do not load; $RESUME is unchanged"; }
+        if [[ -f $RESUME ]]; then mv "$RESUME" "$RESUME.prev"; fi
+        mv "$RESUME.partial" "$RESUME"
         echo "training checkpoint: $RESUME (${#parts[@]} part(s)); the next pack carries it"
     fi
     ls -l "$dest"

@@ -215,8 +215,8 @@ class InpaintDataModule(L.LightningDataModule):
                          shares, length)
         device = device or getattr(getattr(self.trainer, "strategy", None), "root_device", None) or torch.device("cpu")
         if c.pipeline == "resident":
-            order = list(subject_sampler) if subject_sampler is not None else torch.randperm(
-                len(dataset), generator=torch.Generator().manual_seed(epoch_seed)).tolist()
+            order = list(subject_sampler) if subject_sampler is not None else torch.randperm(  # its own seed: the
+                len(dataset), generator=torch.Generator().manual_seed(epoch_seed + 1)).tolist()  # draws use epoch_seed
             self.train_queue = ResidentPatches(self._resident(device), order, self.draws(), c.batch_size,
                                                c.queue_length, epoch_seed, length)
             return DataLoader(self.train_queue, batch_size=None, num_workers=0)

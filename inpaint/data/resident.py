@@ -163,10 +163,11 @@ class Visit:
 
 def shuffled_fill(parts: list[tuple[Visit, int]], generator: torch.Generator) -> dict[str, Any]:
     """One queue fill: each visit's patches, concatenated and shuffled; ``interval``/``thick``/``name`` per patch."""
-    chunks = [visit.patches(count, generator) | {NAME: [visit.volume.name] * count,
-                                                 INTERVAL: torch.full((count,), visit.interval, dtype=torch.long),
-                                                 THICK: torch.full((count,), visit.draws.thick)}
-              for visit, count in parts]
+    device = parts[0][0].volume.slices.device
+    chunks = [visit.patches(count, generator) | {
+        NAME: [visit.volume.name] * count,
+        INTERVAL: torch.full((count,), visit.interval, dtype=torch.long, device=device),
+        THICK: torch.full((count,), visit.draws.thick, device=device)} for visit, count in parts]
     order = torch.randperm(sum(count for _, count in parts), generator=generator)
     fill: dict[str, Any] = {}
     for key in chunks[0]:

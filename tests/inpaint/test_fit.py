@@ -123,6 +123,16 @@ def test_init_from_copies_generator_weights_and_refuses_another_generator(tiny_r
         fit(other)
 
 
+def test_a_fine_tuned_model_has_seen_what_its_starting_checkpoint_saw(tiny_root, tmp_path):
+    split = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "data.test_subjects=[sub-00]"]
+    first = fit(train_cfg(tiny_root, tmp_path / "a", *split, "data.val_subjects=[sub-05]"))
+    second = fit(train_cfg(tiny_root, tmp_path / "b", *split, "data.val_subjects=[sub-04]",
+                           f"init_from={first['last_checkpoint']}"))
+    seen = torch.load(second["last_checkpoint"], weights_only=False)["hyper_parameters"]["data_info"]["subjects"]
+    assert sorted(seen["train"]) == ["sub-01", "sub-02", "sub-03", "sub-04", "sub-05"]  # sub-04: trained on before
+    assert seen["val"] == [] and "sub-00" not in seen["train"]
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["experiment=linear", "data.bogus=1"]) == 2
     err = capsys.readouterr().err.strip()
