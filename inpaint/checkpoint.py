@@ -72,7 +72,8 @@ def changed_weights(recorded: dict[str, str], weights: dict[str, str], redo: lis
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint dict of an inpaint .ckpt (CPU tensors), or a one-line InputError."""
     if not path.is_file():
-        raise InputError(f"{path}: no such checkpoint file; give a .ckpt written by python -m inpaint.fit")
+        raise InputError(f"{path}: no such checkpoint file; give a .ckpt written by python -m inpaint.fit or a committed "
+                         f"model: {', '.join(PRETRAINED_MODELS)}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # pickle, zip and torch errors alike

@@ -71,16 +71,22 @@ def named(values: list[str], flag: str) -> dict[str, str]:
 
 
 def select_volumes(args: argparse.Namespace) -> list[VolumeFile]:
+    """The volumes to score: ``--subjects``, the ``--split-name`` subjects of ``--split``, both (the given subjects,
+    each of which must be in that split), or every volume of ``--data``."""
     volumes = find_volumes(args.data)
-    if args.subjects:
-        wanted = [s.strip() for s in args.subjects.split(",") if s.strip()]
-    elif args.split:
-        assignment = read_split_file(args.split)
-        wanted = [s for s, split in assignment.items() if split == args.split_name]
-        if not wanted:
-            raise InputError(f"{args.split}: no subject in split {args.split_name!r}; pick another --split-name")
-    else:
+    if not args.subjects and not args.split:
         return volumes
+    wanted = [s.strip() for s in (args.subjects or "").split(",") if s.strip()]
+    if args.split:
+        assignment = read_split_file(args.split)
+        in_split = [s for s, split in assignment.items() if split == args.split_name]
+        if not in_split:
+            raise InputError(f"{args.split}: no subject in split {args.split_name!r}; pick another --split-name")
+        outside = [s for s in wanted if s not in in_split]
+        if outside:
+            raise InputError(f"--subjects {outside[0]}: not in split {args.split_name!r} of {args.split} "
+                             f"({assignment.get(outside[0], 'not listed')}); pick its subjects or another --split-name")
+        wanted = wanted or in_split
     by_name = {v.name: v for v in volumes}
     unknown = [s for s in wanted if s not in by_name]
     if unknown:
@@ -281,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prediction", action="append", default=[], metavar="NAME=DIR",
                         help="volumes predicted elsewhere, matched to references by file name; repeatable")
     add_arguments(parser)
-    parser.add_argument("--subjects", metavar="IDS", help="comma-separated subject ids, e.g. sub-02,sub-03 (default: all)")
+    parser.add_argument("--subjects", metavar="IDS", help="comma-separated subject ids, e.g. sub-02,sub-03 (default: all; with --split: some of its --split-name subjects)")
     parser.add_argument("--split", metavar="FILE.tsv",
                         help="TSV with columns subject, split: evaluate the subjects of --split-name")
     parser.add_argument("--split-name", default="test", choices=("train", "val", "test"), help="which split of --split (default: test)")
@@ -315,8 +321,6 @@ def run(args: argparse.Namespace, command: str) -> Path:
     check_settings(overrides(args))  # values in range before any checkpoint is loaded
     if args.redo and not args.resume:
         raise InputError(f"--redo {args.redo[0]} needs --resume (it recomputes one method's rows of an earlier run)")
-    if args.subjects and args.split:
-        raise InputError("give --subjects or --split, not both")
     volumes = select_volumes(args)
     methods = build_methods(args)
     check_unseen(volumes, methods, args.allow_seen)

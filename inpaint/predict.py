@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from inpaint import provenance
 from inpaint.checkpoint import load_module
 from inpaint.data.degrade import Degraded
 from inpaint.data.io import (
@@ -167,10 +168,27 @@ def predict_file(path: Path, output: Path, restorer: Restorer, args: argparse.Na
                       affine=grid_affine)
     if not args.simulate and args.grid == "isotropic":
         filled, grid_affine = to_spacing(filled, grid_affine, dict.fromkeys(range(3), output_spacing(restorer, args)))
-    write_volume(filled, grid_affine, output, overwrite=args.overwrite, dtype=np.float32)
+    write_volume(filled, grid_affine, output, overwrite=args.overwrite, dtype=np.float32,
+                 description=provenance.description(restorer, args.checkpoint))
+    provenance.write_sidecar(output, provenance.record(path, output, restorer, args.checkpoint, options(restorer, args),
+                                                       tuple(filled.shape), grid_affine, args.command), args.overwrite)
+    spacing = "x".join(f"{z:.3g}" for z in np.linalg.norm(grid_affine[:3, :3], axis=0))
+    log.info("%s: %s voxels of %s mm, %s", output, "x".join(map(str, filled.shape)), spacing,
+             "simulated from the full input" if args.simulate else f"{degraded.kept.numel()} acquired slices filled")
     if not args.simulate:
         return None
     return volume_metrics(filled, volume, brain_mask(volume, mask, source), degraded.known)
+
+
+def options(restorer: Restorer, args: argparse.Namespace) -> dict[str, tuple[object, str]]:
+    """predict's own settings for the sidecar: name -> (value, where it came from)."""
+    spacing_source = ("command line" if args.target_spacing else
+                      "checkpoint slice spacing" if restorer.info.get("spacing") else "default")
+    return {"simulate": (bool(args.simulate), "command line" if args.simulate else "default"),
+            "grid": (None if args.simulate else args.grid, args.grid_source),
+            "target_spacing_mm": (None if args.simulate else output_spacing(restorer, args), spacing_source),
+            "mask": (str(args.mask) if args.mask else "input > 0", "command line" if args.mask else "default"),
+            "device": (args.device, "as run")}
 
 
 def format_metrics(m: dict[str, float]) -> str:
@@ -246,7 +264,7 @@ def jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
         pairs = [(args.input, args.output / nifti_name(args.input) if args.output.is_dir() else args.output)]
     for _, out in pairs:
         check_output(out)
-    existing = [out for _, out in pairs if out.exists()]
+    existing = [p for _, out in pairs for p in (out, provenance.sidecar_path(out)) if p.exists()]
     if existing and not args.overwrite:
         more = f" ({len(existing)} outputs exist)" if len(existing) > 1 else ""
         raise InputError(f"{existing[0]} exists{more}; pass --overwrite or choose another output")
@@ -257,11 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command = ["python", "-m", "inpaint.predict", *(sys.argv[1:] if argv is None else argv)]
     if not args.simulate and (args.interval is not None or args.offset is not None or args.thick_slices is not None):
         parser.error("--interval/--offset/--thick-slices apply only with --simulate; for a sparse input N comes from "
                      "its slice spacing (see --target-spacing)")
     if args.simulate and (args.grid or args.target_spacing):
         parser.error("--grid/--target-spacing apply to sparse inputs; with --simulate the output is on the input's grid")
+    args.grid_source = "command line" if args.grid else "default"
     args.grid = args.grid or GRIDS[0]
     if args.mask not in (None, AUTO_MASK) and args.input.is_dir():
         parser.error("--mask FILE goes with one input file; for a folder, predict each file with its own mask (or "

@@ -85,8 +85,9 @@ def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], Any])
 
 
 def write_volume(data: torch.Tensor | np.ndarray, affine: np.ndarray, path: str | Path, overwrite: bool = False,
-                 dtype: np.dtype | type | None = None) -> Path:
-    """Write (X, Y, Z) or (1, X, Y, Z) data as NIfTI atomically (sform = qform = ``affine``, mm); refuse to overwrite unless asked."""
+                 dtype: np.dtype | type | None = None, description: str = "") -> Path:
+    """Write (X, Y, Z) or (1, X, Y, Z) data as NIfTI atomically (sform = qform = ``affine``, mm); refuse to overwrite
+    unless asked. ``description``: the header's descrip field (at most 79 characters)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite (or choose another output) to replace it")
@@ -100,6 +101,8 @@ def write_volume(data: torch.Tensor | np.ndarray, affine: np.ndarray, path: str 
         array = array.astype(dtype)
     image = nib.Nifti1Image(array, affine)
     set_header_geometry(image.header, np.asarray(affine, dtype=np.float64))
+    if description:
+        image.header["descrip"] = description[:79].encode()
     return atomic_write(path, lambda tmp: nib.save(image, str(tmp)))
 
 

@@ -220,3 +220,14 @@ def test_a_checkpoint_is_not_scored_on_subjects_it_trained_or_was_selected_on(tm
     code, _, err = evaluate(capsys, *base, "--subjects", "sub-03", "--out", tmp_path / "b")
     assert code == 2 and "sub-03 is a validation subject (model selection) of it" in err
     assert evaluate(capsys, *base, "--subjects", "sub-02", "--allow-seen", "--out", tmp_path / "c")[0] == 0
+
+
+def test_subjects_within_a_split(tmp_path, capsys):
+    for name in ("sub-02", "sub-11", "sub-12"):  # experiments/splits/ds002748.tsv: sub-02 train, sub-11/12 test
+        write_nifti(tmp_path / "data" / f"{name}_T1w.nii.gz", phantom())
+    base = ["--data", tmp_path / "data", "--split", "experiments/splits/ds002748.tsv", "--methods", "linear",
+            "--no-figures"]
+    assert evaluate(capsys, *base, "--subjects", "sub-11", "--out", tmp_path / "a")[0] == 0
+    assert [r["subject"] for r in rows(tmp_path / "a")] == ["sub-11"]
+    code, _, err = evaluate(capsys, *base, "--subjects", "sub-02", "--out", tmp_path / "b")
+    assert code == 2 and "--subjects sub-02: not in split 'test'" in err and "(train)" in err

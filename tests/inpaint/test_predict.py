@@ -91,7 +91,7 @@ def test_target_spacing_and_folder_mode(tmp_path, capsys):
                      "--grid", "isotropic")
     assert code == 0
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == ["s0.nii.gz", "s1.nii.gz"]
+    assert written == ["s0.json", "s0.nii.gz", "s1.json", "s1.nii.gz"]  # each volume with its sidecar
     image = nib.load(tmp_path / "out" / "s0.nii.gz")  # isotropic 2 mm: in-plane 0.9 -> 2 mm, slices 4 mm -> 2-fold fill
     assert image.shape == (18, 20, (9 - 1) * 2 + 1) and np.allclose(image.header.get_zooms(), (2.0, 2.0, 2.0))
     code, _, err = run(capsys, inputs, "-o", tmp_path / "out", "--method", "linear", "--target-spacing", "2",
@@ -171,7 +171,7 @@ def test_folder_mode_writes_the_good_files_and_reports_the_bad_one(tmp_path, cap
     make_sparse(inputs / "bad.nii.gz", bad, LAS, 2, interval=3)
     code, _, err = run(capsys, inputs, "-o", tmp_path / "out", "--method", "linear")
     assert code == 2 and "bad.nii.gz" in err and "NaN" in err
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.json", "good.nii.gz"]
 
 
 @pytest.mark.parametrize("method", ["linear", "cubic"])
@@ -196,6 +196,28 @@ def test_checkpoint_prediction_keeps_acquired_slices(tmp_path, capsys, tiny_chec
     acquired = nib.load(sparse).get_fdata()
     assert dense.shape == (40, 44, 36) and np.isfinite(dense).all()
     np.testing.assert_allclose(dense[:, :, ::5], acquired, atol=1e-3)
+
+
+def test_every_output_says_what_made_it(tmp_path, capsys, tiny_checkpoint):
+    import hashlib
+    import json
+
+    sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(seed=9), np.eye(4), 2)
+    argv = [sparse, "-o", tmp_path / "dense.nii.gz", "--checkpoint", tiny_checkpoint, "--data-consistency", "on"]
+    assert run(capsys, *argv)[0] == 0
+    side = json.loads((tmp_path / "dense.json").read_text())
+    assert side["input_sha256"] == hashlib.sha256(sparse.read_bytes()).hexdigest()
+    assert side["method"]["sha256"] == hashlib.sha256(Path(tiny_checkpoint).read_bytes()).hexdigest()
+    assert side["method"]["generator"] == "dense_unet" and side["inpaint_version"]
+    assert side["settings"]["data_consistency"] == {"value": True, "source": "command line"}
+    assert side["settings"]["overlap"]["source"] == "checkpoint" and side["options"]["grid"]["source"] == "default"
+    assert side["output_shape"] == [40, 44, 36] and side["command"][:3] == ["python", "-m", "inpaint.predict"]
+    descrip = nib.load(tmp_path / "dense.nii.gz").header["descrip"].item().decode()
+    assert descrip.startswith("inpaint ") and "dense_unet" in descrip and "json" in descrip
+    (tmp_path / "dense.nii.gz").unlink()  # the sidecar alone still guards the output name
+    code, _, err = run(capsys, *argv)
+    assert_one_line_error(code, err, "dense.json exists", "--overwrite")
+    assert run(capsys, *argv, "--overwrite")[0] == 0
 
 
 def test_checkpoint_resamples_in_plane_and_warns_about_skull(tmp_path, capsys, caplog, tiny_checkpoint):
@@ -368,3 +390,9 @@ def test_a_folder_with_mgz_files_writes_nifti_outputs(tmp_path, capsys):
     code, out, err = run(capsys, folder, "-o", tmp_path / "out", "--method", "linear")
     assert code == 0, err
     assert (tmp_path / "out" / "scan.nii.gz").is_file()
+
+
+def test_a_checkpoint_typo_lists_the_committed_models(tmp_path, capsys):
+    sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(), LAS, 2)
+    code, _, err = run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--checkpoint", "pretraind")
+    assert_one_line_error(code, err, "pretraind: no such checkpoint file", "pretrained, pretrained-slice-resnet")
