@@ -61,6 +61,28 @@ def slice_axis(affine: np.ndarray, source: str = "") -> int:
     return axis
 
 
+PLANES = {"L": "sagittal", "R": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}
+SPARSE_RATIO = 1.5  # an axis whose spacing is this many times the others' holds the acquired slices
+
+
+def sparse_axis(affine: np.ndarray) -> int | None:
+    """The voxel axis of a 2D acquisition's slices: the one whose spacing is >= 1.5x both others' (None: no such axis).
+
+    Example:
+        >>> sparse_axis(np.diag([5.0, 1.0, 1.0, 1.0]))  # 5 mm along L/R: a sagittal acquisition
+        0
+    """
+    zooms = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    axis = int(np.argmax(zooms))
+    others = np.delete(zooms, axis)
+    return axis if zooms[axis] >= SPARSE_RATIO * others.max() else None
+
+
+def acquisition_plane(affine: np.ndarray, axis: int) -> str:
+    """``"sagittal"``, ``"coronal"`` or ``"axial"``: the plane of slices stacked along voxel ``axis``."""
+    return PLANES[nib.aff2axcodes(affine)[axis]]
+
+
 def find_slice_axis(affine: np.ndarray, source: str) -> int:
     """:func:`inpaint.interpolate.slice_axis` with an :class:`InputError` naming ``source``."""
     try:

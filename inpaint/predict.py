@@ -4,7 +4,8 @@
     python -m inpaint.predict sparse_folder/ -o dense_folder/ --method cubic
     python -m inpaint.predict full.nii.gz -o restored.nii.gz --method linear --simulate --interval 5
 
-Any slice spacing s and in-plane spacing: the fill factor is ``N = round(s / t)`` for the output
+Any slice spacing s and in-plane spacing, along the voxel axis whose spacing stands out (any direction for
+linear and cubic; axial only for a network, which refuses the others): the fill factor is ``N = round(s / t)`` for the output
 spacing t (``--target-spacing``, else the checkpoint's slice spacing, else 1 mm). The output is float32,
 by default isotropic at t, with voxel 0 at the first acquired slice's first voxel in world
 coordinates; ``--grid input`` keeps the input's in-plane spacing and writes the ``(n - 1) N + 1``
@@ -41,11 +42,14 @@ from inpaint.data.io import (
 from inpaint.data.transforms import brain_mask
 from inpaint.errors import EXIT_ERROR, report
 from inpaint.geometry import (
+    acquisition_plane,
     find_slice_axis,
     kept_indices,
     known_volume,
+    slice_axis,
     slice_last_permutation,
     spacing_slice_last,
+    sparse_axis,
 )
 from inpaint.grid import GRIDS, fill_factor, is_close, to_spacing
 from inpaint.interpolate import METHODS, sparse_to_dense
@@ -73,10 +77,35 @@ def output_spacing(restorer: Restorer, args: argparse.Namespace) -> float:
     return args.target_spacing or (restorer.info.get("spacing") or [1.0])[-1]
 
 
+def acquisition_axis(affine: np.ndarray, restorer: Restorer, source: str) -> int:
+    """The voxel axis of the acquired slices: the one with the large spacing, whatever its direction.
+
+    A classical fill works along any axis. A network learnt axial (S/I) slices: a sagittal, coronal or oblique
+    acquisition is refused with a one-line error that names the axis and why.
+    """
+    sparse = sparse_axis(affine)
+    if sparse is None:  # no axis stands out: the S/I one (fill_factor then says there is nothing to fill)
+        return find_slice_axis(affine, source)
+    if restorer.classical:
+        return sparse
+    zooms = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    what = (f"its slices are stacked along voxel axis {sparse} ({nib.aff2axcodes(affine)[sparse]}, "
+            f"{zooms[sparse]:.3g} mm apart against {max(np.delete(zooms, sparse)):.3g} mm in-plane)")
+    try:
+        axial = slice_axis(affine, source)
+    except ValueError as error:  # e.g. an oblique S/I axis
+        raise InputError(f"{error}; {what}: the networks learnt axial slices, fill it with --method linear or cubic") from None
+    if axial != sparse:
+        raise InputError(f"{source}: a {acquisition_plane(affine, sparse)} acquisition: {what}; the networks learnt "
+                         "axial (S/I) slices and do not restore it: fill it with --method linear or cubic, or "
+                         "reslice it to axial slices")
+    return axial
+
+
 def sparse_input(volume: torch.Tensor, mask: torch.Tensor | None, affine: np.ndarray, restorer: Restorer,
                  args: argparse.Namespace, source: str) -> tuple[Degraded, torch.Tensor | None, np.ndarray]:
     """A sparse acquisition (X, Y, K) on the fill grid: its linear fill, its brain mask's, the fill grid's affine."""
-    axis = find_slice_axis(affine, source)
+    axis = acquisition_axis(affine, restorer, source)
     target = output_spacing(restorer, args)
     slice_spacing = spacing_slice_last(affine, axis)[2]
     try:

@@ -238,13 +238,6 @@ def test_checkpoint_resamples_in_plane_and_warns_about_skull(tmp_path, capsys, c
     assert image.shape == (47, 51, 36) and np.allclose(image.header.get_zooms(), 1.0)
 
 
-def oblique(path: Path) -> Path:
-    angle = np.radians(45)
-    rotation = np.array([[1, 0, 0, 0], [0, np.cos(angle), -np.sin(angle), 0], [0, np.sin(angle), np.cos(angle), 0],
-                         [0, 0, 0, 1]])
-    return write_nifti(path, phantom()[:, :, ::5], rotation @ np.diag([1.0, 1.0, 5.0, 1.0]))
-
-
 def nan_volume(path: Path) -> Path:
     data = phantom()[:, :, ::5]
     data[0, 0, 0] = np.nan
@@ -263,7 +256,6 @@ BAD_INPUTS = {
     "one slice": (lambda p: write_nifti(p, phantom()[:, :, :1], np.diag([1.0, 1.0, 5.0, 1.0])), "holds a single slice"),
     "spacing": (lambda p: write_nifti(p, phantom()[:, :, ::5], np.diag([1.0, 1.0, 1.4, 1.0])), "--target-spacing"),
     "dense": (lambda p: write_nifti(p, phantom(), np.eye(4)), "nothing to fill"),
-    "oblique": (oblique, "oblique"),
     "unreadable": (unreadable, "cannot read"),
     "missing": (lambda p: p, "no such file"),
 }
@@ -396,3 +388,33 @@ def test_a_checkpoint_typo_lists_the_committed_models(tmp_path, capsys):
     sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(), LAS, 2)
     code, _, err = run(capsys, sparse, "-o", tmp_path / "out.nii.gz", "--checkpoint", "pretraind")
     assert_one_line_error(code, err, "pretraind: no such checkpoint file", "pretrained, pretrained-slice-resnet")
+
+
+def rotation_about_a(degrees: float) -> np.ndarray:
+    """A 1 mm affine turned about the A/P axis: its S/I voxel axis is oblique by ``degrees``."""
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    return np.array([[c, 0, s, 0.0], [0, 1, 0, 0], [-s, 0, c, 0], [0, 0, 0, 1]])
+
+
+@pytest.mark.parametrize(("axis", "plane", "code"), [(0, "sagittal", "R"), (1, "coronal", "A"), (2, "axial", "S")])
+def test_any_slice_orientation_is_filled_or_refused_for_the_right_reason(tmp_path, capsys, axis, plane, code):
+    volume = phantom(seed=4)
+    sparse = make_sparse(tmp_path / f"{plane}.nii.gz", volume, np.eye(4), axis)  # 5 mm along the sparse axis
+    out = tmp_path / f"{plane}_linear.nii.gz"
+    assert run(capsys, sparse, "-o", out, "--method", "linear")[0] == 0  # a classical fill works along any axis
+    filled = nib.load(out).get_fdata()
+    expected = sparse_to_dense(torch.from_numpy(nib.load(sparse).get_fdata()).float(), axis, 5).numpy()
+    np.testing.assert_allclose(filled, expected, atol=1e-3)
+    code_, _, err = run(capsys, sparse, "-o", tmp_path / f"{plane}_net.nii.gz", "--checkpoint", "pretrained")
+    if plane == "axial":
+        assert code_ == 0, err
+    else:
+        assert_one_line_error(code_, err, f"a {plane} acquisition", f"voxel axis {axis} ({code}, 5 mm apart",
+                              "learnt axial", "--method linear")
+
+
+def test_an_oblique_acquisition_is_filled_by_linear_and_refused_by_a_network(tmp_path, capsys):
+    sparse = make_sparse(tmp_path / "oblique.nii.gz", phantom(seed=5), rotation_about_a(40), 2)
+    assert run(capsys, sparse, "-o", tmp_path / "linear.nii.gz", "--method", "linear", "--grid", "input")[0] == 0
+    code, _, err = run(capsys, sparse, "-o", tmp_path / "net.nii.gz", "--checkpoint", "pretrained")
+    assert_one_line_error(code, err, "oblique by 40 degrees", "voxel axis 2", "--method linear")
