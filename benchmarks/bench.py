@@ -647,7 +647,7 @@ class Rows:
             return {**row, "note": f"failed: {type(error).__name__}: {first}"}
 
 
-DATA_EXPERIMENTS = {"dense_unet": "dense_unet", "unet3d": "unet3d", "slice_resnet": "slice_resnet"}  # generator -> experiment
+DATA_EXPERIMENTS = ("dense_unet", "unet3d", "slice_resnet")  # generators whose experiment of the same name has data rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -687,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trained {name} perceptual={perceptual}: {done.get('rate', done.get('note'))}", file=sys.stderr)
     for name in [] if "queue" in args.skip else [g for g in args.generators if g in DATA_EXPERIMENTS]:
         for pipeline in ("torchio", "resident"):
-            head = {"experiment": DATA_EXPERIMENTS[name], "generator": name, "pipeline": pipeline}
+            head = {"experiment": name, "generator": name, "pipeline": pipeline}
             row.add(data, head, lambda h=head: bench_data(h["experiment"], h["pipeline"], args))
     for r in [r for r in train if "rate" in r]:
         for batch in args.batches:

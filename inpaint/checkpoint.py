@@ -59,8 +59,12 @@ def model_card(name: str = "pretrained") -> Path:
 
 
 def file_digest(path: str | Path) -> str:
-    """sha256 (hex) of a checkpoint file: which weights a row was scored with."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """sha256 (hex) of a file, read in 1 MiB blocks: which weights a row was scored with, which input a volume came from."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def changed_weights(recorded: dict[str, str], weights: dict[str, str], redo: list[str]) -> list[str]:
@@ -75,7 +79,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: no such checkpoint file; give a .ckpt written by python -m inpaint.fit or a committed "
                          f"model: {', '.join(PRETRAINED_MODELS)}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # tensors read when used
     except Exception as error:  # pickle, zip and torch errors alike
         raise InputError(f"{path}: not a PyTorch checkpoint ({type(error).__name__}); "
                          "give a .ckpt written by python -m inpaint.fit") from None
@@ -128,9 +132,7 @@ def inherited_subjects(subjects: dict[str, list[str]], sources: list[str]) -> di
     ``init_from``): a model has seen every subject any of its training stages saw."""
     train, val = list(subjects["train"]), list(subjects["val"])
     for source in sources:
-        path = checkpoint_path(source)
-        hparams = torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("hyper_parameters") or {}
-        earlier = seen_subjects(hparams) or {}
+        earlier = seen_subjects(read_checkpoint(checkpoint_path(source))["hyper_parameters"]) or {}
         train += [n for n in earlier.get("train", []) if n not in train]
         val += [n for n in earlier.get("val", []) if n not in val and n not in train]
     return {"train": train, "val": [n for n in val if n not in train]}

@@ -65,6 +65,11 @@ PLANES = {"L": "sagittal", "R": "sagittal", "A": "coronal", "P": "coronal", "S":
 SPARSE_RATIO = 1.5  # an axis whose spacing is this many times the others' holds the acquired slices
 
 
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    """(3,) voxel sizes in mm along the voxel axes: the lengths of the affine's first three columns."""
+    return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+
+
 def sparse_axis(affine: np.ndarray) -> int | None:
     """The voxel axis of a 2D acquisition's slices: the one whose spacing is >= 1.5x both others' (None: no such axis).
 
@@ -72,7 +77,7 @@ def sparse_axis(affine: np.ndarray) -> int | None:
         >>> sparse_axis(np.diag([5.0, 1.0, 1.0, 1.0]))  # 5 mm along L/R: a sagittal acquisition
         0
     """
-    zooms = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    zooms = voxel_sizes(affine)
     axis = int(np.argmax(zooms))
     others = np.delete(zooms, axis)
     return axis if zooms[axis] >= SPARSE_RATIO * others.max() else None
@@ -155,7 +160,7 @@ def permute_volume(data: torch.Tensor, affine: np.ndarray, perm: list[int]) -> t
 
 
 def spacing_slice_last(affine: np.ndarray, axis: int) -> list[float]:
-    zooms = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    zooms = voxel_sizes(affine)
     return [float(zooms[a]) for a in slice_last_permutation(axis)]
 
 

@@ -50,6 +50,7 @@ from inpaint.geometry import (
     slice_last_permutation,
     spacing_slice_last,
     sparse_axis,
+    voxel_sizes,
 )
 from inpaint.grid import GRIDS, fill_factor, is_close, to_spacing
 from inpaint.interpolate import METHODS, sparse_to_dense
@@ -88,7 +89,7 @@ def acquisition_axis(affine: np.ndarray, restorer: Restorer, source: str) -> int
         return find_slice_axis(affine, source)
     if restorer.classical:
         return sparse
-    zooms = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    zooms = voxel_sizes(affine)
     what = (f"its slices are stacked along voxel axis {sparse} ({nib.aff2axcodes(affine)[sparse]}, "
             f"{zooms[sparse]:.3g} mm apart against {max(np.delete(zooms, sparse)):.3g} mm in-plane)")
     try:
@@ -201,7 +202,7 @@ def predict_file(path: Path, output: Path, restorer: Restorer, args: argparse.Na
                  description=provenance.description(restorer, args.checkpoint))
     provenance.write_sidecar(output, provenance.record(path, output, restorer, args.checkpoint, options(restorer, args),
                                                        tuple(filled.shape), grid_affine, args.command), args.overwrite)
-    spacing = "x".join(f"{z:.3g}" for z in np.linalg.norm(grid_affine[:3, :3], axis=0))
+    spacing = "x".join(f"{z:.3g}" for z in voxel_sizes(grid_affine))
     log.info("%s: %s voxels of %s mm, %s", output, "x".join(map(str, filled.shape)), spacing,
              "simulated from the full input" if args.simulate else f"{degraded.kept.numel()} acquired slices filled")
     if not args.simulate:

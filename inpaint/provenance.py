@@ -8,7 +8,6 @@ settings (each with where it came from: command line, checkpoint, default) made 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from datetime import datetime, timezone
@@ -18,7 +17,9 @@ from typing import Any
 import numpy as np
 
 import inpaint
+from inpaint.checkpoint import file_digest
 from inpaint.data.io import WRITTEN_SUFFIXES, atomic_write
+from inpaint.geometry import voxel_sizes
 
 DESCRIPTION_BYTES = 79  # the NIfTI-1 header's descrip field holds 80 bytes, NUL-terminated
 
@@ -30,21 +31,13 @@ def sidecar_path(output: Path) -> Path:
     return output.with_name(name[: -len(suffix)] + ".json")
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def method_record(restorer: Any, spec: str | None) -> dict[str, Any]:
     """The method: a classical fill's name, or the checkpoint as given, its file, sha256, generator and experiment."""
     if restorer.classical:
         return {"name": restorer.method, "kind": "classical"}
     hparams = restorer.method.hparams
     path = Path(restorer.method.checkpoint_path)
-    return {"name": spec, "kind": "checkpoint", "file": str(path.resolve()), "sha256": sha256(path),
+    return {"name": spec, "kind": "checkpoint", "file": str(path.resolve()), "sha256": file_digest(path),
             "generator": hparams["generator"]["name"], "experiment": (hparams.get("config") or {}).get("experiment")}
 
 
@@ -70,11 +63,11 @@ def record(source: Path, output: Path, restorer: Any, spec: str | None, options:
         command: the command line.
     """
     restore = {k: {"value": v, "source": restorer.sources[k]} for k, v in restorer.settings.items()}
-    return {"output": str(output.resolve()), "input": str(source.resolve()), "input_sha256": sha256(source),
+    return {"output": str(output.resolve()), "input": str(source.resolve()), "input_sha256": file_digest(source),
             "method": method_record(restorer, spec), "settings": restore,
             "options": {k: {"value": v, "source": s} for k, (v, s) in options.items()},
             "output_shape": [int(n) for n in shape],
-            "output_spacing_mm": [round(float(z), 6) for z in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)],
+            "output_spacing_mm": [round(float(z), 6) for z in voxel_sizes(affine)],
             "inpaint_version": inpaint.__version__, "python": platform.python_version(), "command": command,
             "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 

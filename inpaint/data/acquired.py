@@ -31,10 +31,15 @@ def gap_targets(target: torch.Tensor, kept: torch.Tensor, slots: int) -> torch.T
     return (values * inside.to(values.dtype)).permute(2, 0, 1, 3).contiguous()
 
 
-def gap_mask(mask: torch.Tensor, kept: torch.Tensor, interval: int) -> torch.Tensor:
-    """(X, Y, Z) brain mask -> (X, Y, K) bool: brain in any slice from acquired slice j to the next one."""
-    index = (kept[:, None] + torch.arange(interval + 1, device=kept.device)[None, :]).clamp(max=mask.shape[-1] - 1)  # (K, interval + 1)
-    return (mask[..., index] > 0).any(-1)
+def gap_mask(mask: torch.Tensor, kept: torch.Tensor, interval: int, axis: int = -1) -> torch.Tensor:
+    """Brain mask -> bool, with ``axis`` (the slice axis, last by default: (X, Y, Z) -> (X, Y, K)) cut to the K
+    acquired slices: brain in any slice from acquired slice j to the next one. One slice gather per offset, so a
+    slice-major (Z, X, Y) mask with ``axis=0`` (``inpaint.data.resident``) gathers whole slices as blocks."""
+    last = mask.shape[axis] - 1
+    allowed = mask.index_select(axis, kept) > 0
+    for m in range(1, interval + 1):
+        allowed |= mask.index_select(axis, (kept + m).clamp(max=last)) > 0
+    return allowed
 
 
 class AcquiredGrid(tio.Transform):

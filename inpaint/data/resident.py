@@ -25,6 +25,7 @@ import torchio as tio
 from torch.utils.data import IterableDataset
 
 from inpaint.constants import ACQUIRED, GAPS, INPUT, INTERVAL, KNOWN, MASK, NAME, PATH, TARGET, THICK
+from inpaint.data.acquired import gap_mask
 from inpaint.data.degrade import degrade, slab_means
 from inpaint.data.normalise import acquired_scale, normalise
 from inpaint.data.subjects import VolumeFile, make_subject
@@ -59,7 +60,7 @@ def load_resident(volume: VolumeFile, num_samples: int, device: torch.device) ->
     source = str(subject[PATH])
     perm = slice_last_permutation(find_slice_axis(subject[TARGET].affine, source))
     target, affine = permute_volume(subject[TARGET].data.float(), subject[TARGET].affine, perm)
-    brain = subject[MASK].data.permute(0, *[p + 1 for p in perm])[0] > 0
+    brain = permute_volume(subject[MASK].data, affine, perm)[0][0] > 0
     return ResidentVolume(volume.name, source, target[0].permute(2, 0, 1).contiguous().to(device),
                           brain.permute(2, 0, 1).contiguous().to(device), affine, num_samples)
 
@@ -120,10 +121,8 @@ class Visit:
             slices = slab_means(volume.slices, 0, self.kept, interval) if draws.thick else volume.slices[self.kept]
             self.scale = acquired_scale(slices, brain[self.kept], brain[self.kept], volume.source)
             self.slices = slices  # (K, X, Y), normalised when cut
-            allowed = brain[self.kept]  # AcquiredGrid's gap_mask: brain from acquired slice j up to the next one
-            for m in range(1, interval + 1):
-                allowed = allowed | brain[(self.kept + m).clamp(max=depth - 1)]
-            allowed, stride = allowed.permute(1, 2, 0), (draws.stride, draws.stride, None)
+            allowed = gap_mask(brain, self.kept, interval, axis=0).permute(1, 2, 0)  # AcquiredGrid's, slice-major
+            stride = (draws.stride, draws.stride, None)
         else:
             check_fits(tuple(volume.target.shape), shape, volume.source)
             sparse = degrade(volume.target, volume.affine, interval, offset, volume.source, draws.thick)
