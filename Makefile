@@ -5,7 +5,7 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 PY := .venv/bin/python
 
-.PHONY: demo test test-all test-sweeps lint setup setup-segment bench
+.PHONY: demo test test-all test-sweeps lint setup setup-segment setup-peers bench
 
 # A venv with torch installed first (a later `-e .` would otherwise pull the newest CUDA build),
 # then the project with the given extras. $(1): folder, $(2): extras.
@@ -32,9 +32,30 @@ endef
 .venv-bench/.installed: pyproject.toml
 	$(call make_venv,.venv-bench,bench)
 
+# The peers of inpaint.evaluate --methods (inpaint/peers.py), each in its own venv: their pins clash with ours and
+# with each other. SOUP-GAN: TensorFlow 2.15 (Keras 2 SavedModel loading) and KevinSR's sdist, which ships the
+# thin-to-thin model (--no-deps: it requires tensorflow-gpu). ECLARE: torch first, as above.
+.venv-peer-soup_gan/.installed:
+	$(PYTHON) -m venv .venv-peer-soup_gan
+	.venv-peer-soup_gan/bin/python -m pip install -q "tensorflow-cpu==2.15.*" "numpy<2" scipy nibabel
+	.venv-peer-soup_gan/bin/python -m pip install -q --no-deps KevinSR==0.1.20
+	# the installed package lacks the model folder its sdist ships: copy it in from the sdist
+	.venv-peer-soup_gan/bin/python -m pip download -q --no-deps --no-binary :all: KevinSR==0.1.20 -d .venv-peer-soup_gan/sdist
+	tar -xzf .venv-peer-soup_gan/sdist/KevinSR-0.1.20.tar.gz -C .venv-peer-soup_gan/sdist
+	cp -r .venv-peer-soup_gan/sdist/KevinSR-0.1.20/KevinSR/Thin-to-thin \
+	    "$$(.venv-peer-soup_gan/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/KevinSR/"
+	touch $@
+
+.venv-peer-eclare/.installed:
+	$(PYTHON) -m venv .venv-peer-eclare
+	.venv-peer-eclare/bin/python -m pip install -q $(TORCH)
+	.venv-peer-eclare/bin/python -m pip install -q eclare==1.0.1
+	touch $@
+
 comma := ,
 setup: .venv/.installed
 setup-segment: .venv-segment/.installed
+setup-peers: .venv-peer-soup_gan/.installed .venv-peer-eclare/.installed
 
 demo: setup
 	$(PY) -m inpaint.fit experiment=demo

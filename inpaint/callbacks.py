@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from inpaint.constants import INPUT, INTERVAL, KNOWN, MASK, NAME, OFFSET, TARGET
@@ -83,7 +84,8 @@ class PatchThroughput(L.Callback):
 
 
 class TextProgress(L.Callback):
-    """One plain line per ``trainer.log_every_n_steps`` steps and per validation, for output that is not a terminal.
+    """Plain lines for output that is not a terminal: every ``trainer.log_every_n_steps`` steps (step, loss,
+    patches/s, time left), every validation volume (k of n) and every validation's result.
 
     Lightning's progress bar redraws one terminal line; written to a file or a pipe (``make demo > log``)
     it shows nothing useful, so ``inpaint.fit`` uses this instead there.
@@ -91,23 +93,62 @@ class TextProgress(L.Callback):
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
+        self.train_start: tuple[float, int] | None = None  # (time, global step) when training (re)started
+        self.patches = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.train_start, self.patches = (time.perf_counter(), trainer.global_step), 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        self.patches += patch_count(batch)
         step = trainer.global_step
         if trainer.is_global_zero and step % max(1, trainer.log_every_n_steps) == 0:
             loss = trainer.callback_metrics.get("train/loss")
             total = trainer.num_training_batches
+            began, first_step = self.train_start or (self.start, 0)
+            elapsed = max(time.perf_counter() - began, 1e-9)
+            left = time_left(trainer, batch_idx, (step - first_step) / elapsed)
             print(f"epoch {trainer.current_epoch} batch {batch_idx + 1}/{total} step {step}"
                   + (f" loss {float(loss):.4f}" if loss is not None else "")
+                  + f" {self.patches / elapsed:.1f} patches/s"
+                  + (f", ~{left / 60:.0f} min of training left" if left is not None else "")
                   + f" ({time.perf_counter() - self.start:.0f} s)", flush=True)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            counts = trainer.num_val_batches
+            total = counts[dataloader_idx] if isinstance(counts, list) else counts
+            which = "shifted validation" if dataloader_idx else "validation"
+            print(f"epoch {trainer.current_epoch} {which} volume {batch_idx + 1}/{total} "
+                  f"({time.perf_counter() - self.start:.0f} s)", flush=True)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = trainer.callback_metrics
         if trainer.is_global_zero and not trainer.sanity_checking and "val/psnr" in metrics:
+            shifted = (f", shifted val {float(metrics['val_shifted/psnr_gain']):+.3f} dB"
+                       if "val_shifted/psnr_gain" in metrics else "")
             print(f"epoch {trainer.current_epoch} validation: PSNR {float(metrics['val/psnr']):.2f} dB, gain over linear "
-                  f"{float(metrics.get('val/psnr_gain', float('nan'))):+.3f} dB ({time.perf_counter() - self.start:.0f} s)",
-                  flush=True)
+                  f"{float(metrics.get('val/psnr_gain', float('nan'))):+.3f} dB{shifted} "
+                  f"({time.perf_counter() - self.start:.0f} s)", flush=True)
+
+
+def time_left(trainer: L.Trainer, batch_idx: int, steps_per_s: float) -> float | None:
+    """Seconds of training left: the nearest of ``max_steps``, ``max_epochs`` (at the measured step rate) and
+    ``max_time`` (Lightning's Timer); None when no limit is set or no rate is known yet. Validation not included."""
+    if steps_per_s <= 0:
+        return None
+    limits = []
+    if trainer.max_steps and trainer.max_steps > 0:
+        limits.append((trainer.max_steps - trainer.global_step) / steps_per_s)
+    if trainer.max_epochs and trainer.max_epochs > 0 and trainer.num_training_batches != float("inf"):
+        steps = (trainer.max_epochs - trainer.current_epoch) * trainer.num_training_batches - (batch_idx + 1)
+        limits.append(max(steps, 0) / steps_per_s)
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    if timer is not None and timer.time_remaining() is not None:
+        limits.append(max(timer.time_remaining(), 0.0))
+    return min(limits) if limits else None
 
 
 class WorkMeter(L.Callback):
@@ -230,7 +271,7 @@ class ValidationHistory(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "val_shifted/"))}
         if self.monitor in metrics:
             self.epochs.append({"epoch": trainer.current_epoch, **metrics})
 

@@ -50,6 +50,7 @@ class DataConfig:
     batch_size: int = 12  # per device: under DDP the global batch is batch_size x devices x num_nodes
     max_val_subjects: int | None = None
     val_crop: int | None = None  # crop validation volumes to this cube around the brain centre (quick runs)
+    val_shifted: str | None = None  # a folder of val subjects as other sites deliver them (scripts/make_shifted_val.py): every validation also logs val_shifted/*
     demo_subjects: int = 8  # size of the bundled pseudo-subject set
     demo_dir: str | None = None  # where the bundled data are written (default ~/.cache/inpaint)
     record_subjects: bool = False  # write run_dir/subjects/epoch{e}_rank{r}.txt: the training subjects each rank drew
@@ -62,6 +63,17 @@ class ModelConfig:
     residual: bool = False  # the network predicts a correction added to the interpolated input
     channels_last: bool = True  # weights and activations in channels-last 3D memory (paper DenseUNet CPU step x1.41, U-Net x1.0)
     compile: bool = False  # torch.compile the generator (state-dict keys unchanged)
+
+
+@dataclass
+class AugmentConfig:
+    """Site shifts of acquired-grid training patches (inpaint/data/site.py); p = 0: off."""
+    p: float = 0.0  # the chance a training patch is shifted
+    gamma: float = 0.5  # |log gamma| at most (0.5: gamma 0.61 to 1.65)
+    bias: float = 0.45  # |log| of a patch's bias factor at most (x0.64 to x1.57)
+    bias_gradient: float = 0.2  # |log| change of the bias field across a patch, per axis, at most
+    noise: float = 0.05  # noise std at most, as a fraction of the acquired brain range (99.5th percentile - minimum)
+    blur: float = 0.8  # in-plane Gaussian sigma at most, voxels
 
 
 @dataclass
@@ -138,6 +150,7 @@ class Config:
     generator: dict[str, Any] = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)

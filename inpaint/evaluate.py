@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from inpaint.checkpoint import changed_weights, file_digest, load_module, seen_subjects
 from inpaint.data.degrade import degrade
 from inpaint.data.io import InputError, atomic_write, is_volume_file, read_volume, volume_stem
-from inpaint.data.subjects import VolumeFile, find_volumes, read_split_file
+from inpaint.data.subjects import VolumeFile, find_volumes, read_split_file, source_subject
 from inpaint.data.transforms import brain_mask
 from inpaint.errors import report
 from inpaint.figures import box_plots, slice_panel
@@ -41,6 +41,7 @@ from inpaint.morphometry import COLUMNS as MORPHOMETRY_COLUMNS
 from inpaint.morphometry import THICKNESS_METHODS, MorphometryScorer
 from inpaint.morphometry_groups import evaluate_section
 from inpaint.morphometry_report import morphometry_figures, morphometry_markdown, regional_agreement
+from inpaint.peers import PEERS, PeerRestorer
 from inpaint.reporting import read_rows, summary_markdown
 from inpaint.restore import ACQUISITION, Restorer, add_arguments, check_settings, defaults, overrides
 from inpaint.segment import COLUMNS as SEGMENT_COLUMNS
@@ -109,12 +110,13 @@ def build_methods(args: argparse.Namespace) -> dict[str, Any]:
     Restorers start from each checkpoint's settings; ``--overlap``, ``--aggregation`` and
     ``--data-consistency`` override them when given.
     """
-    classical = ["linear"] + [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "linear"]
-    bad = [m for m in classical if m not in METHODS]
+    named_methods = ["linear"] + [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "linear"]
+    bad = [m for m in named_methods if m not in METHODS and m not in PEERS]
     if bad:
-        raise InputError(f"--methods: unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
+        raise InputError(f"--methods: unknown method {bad[0]!r}; choose from {', '.join((*METHODS, *PEERS))}")
     given = {k: v for k, v in overrides(args).items() if k not in ACQUISITION}  # one degradation for all: acquisition()
-    methods: dict[str, Any] = {m: Restorer(m) for m in classical}
+    # a peer becomes a PeerRestorer once the acquisition is known (resolve_peers); until then its name stands in
+    methods: dict[str, Any] = {m: Restorer(m) if m in METHODS else m for m in named_methods}
     for flag, specs in (("--checkpoint", named(args.checkpoint, "--checkpoint")),
                         ("--prediction", named(args.prediction, "--prediction"))):
         for name, target in specs.items():
@@ -125,13 +127,21 @@ def build_methods(args: argparse.Namespace) -> dict[str, Any]:
     return methods
 
 
+def resolve_peers(methods: dict[str, Any], setting: dict[str, Any]) -> None:
+    """Each peer's PeerRestorer for this acquisition: a one-line InputError (missing venv or file, an interval or thick
+    slices it does not support) before any work."""
+    for name in [n for n, m in methods.items() if isinstance(m, str)]:
+        methods[name] = PeerRestorer(name, setting["interval"], setting["thick_slices"])
+
+
 def check_unseen(volumes: list[VolumeFile], methods: dict[str, Any], allow: bool) -> None:
-    """A one-line InputError when a checkpoint would be scored on a subject it trained on or was selected on."""
-    names = {v.name for v in volumes}
+    """A one-line InputError when a checkpoint would be scored on a subject it trained on or was selected on (or on a
+    volume made from one: ``sub-03_acq-bias`` is ``sub-03``'s)."""
+    names = {source_subject(v.name) for v in volumes}
     for name, restorer in trained_networks(methods).items():
         seen = seen_subjects(restorer.method.hparams) or {}
         for split, role in (("train", "a training subject"), ("val", "a validation subject (model selection)")):
-            overlap = sorted(names & set(seen.get(split, [])))
+            overlap = sorted(names & {source_subject(n) for n in seen.get(split, [])})
             if overlap and not allow:
                 more = f" (and {len(overlap) - 1} more of the evaluated subjects)" if len(overlap) > 1 else ""
                 raise InputError(f"--checkpoint {name}: {overlap[0]} is {role} of it{more}; scores there measure what "
@@ -173,7 +183,8 @@ def prepare_outdir(args: argparse.Namespace, settings: dict[str, Any], columns: 
                    weights: dict[str, str]) -> set[tuple[str, str]]:
     """Create OUT; refuse an existing metrics.csv unless --overwrite or --resume; return rows already done.
 
-    ``weights``: {method: sha256 of its checkpoint file}; --resume refuses a method whose file changed.
+    ``weights``: {method: sha256 of its checkpoint file, or a peer's version and settings}; --resume refuses a method
+    whose entry changed.
     """
     out, metrics = Path(args.out), Path(args.out) / "metrics.csv"
     out.mkdir(parents=True, exist_ok=True)
@@ -188,8 +199,10 @@ def prepare_outdir(args: argparse.Namespace, settings: dict[str, Any], columns: 
                                  f"{old.get(changed[0])}; use the same settings or --overwrite")
             retrained = changed_weights(old.get("weights", {}), weights, args.redo)
             if retrained:
-                raise InputError(f"{saved}: --resume with --checkpoint {retrained[0]}=... whose file differs from the one "
-                                 f"the earlier rows were scored with; add --redo {retrained[0]}, or use --overwrite")
+                what = (f"peer {retrained[0]} whose version or settings differ from those" if retrained[0] in PEERS
+                        else f"--checkpoint {retrained[0]}=... whose file differs from the one")
+                raise InputError(f"{saved}: --resume with {what} the earlier rows were scored with; add --redo "
+                                 f"{retrained[0]}, or use --overwrite")
             atomic_write(saved, json.dumps({**old, "weights": {**old.get("weights", {}), **weights}}, indent=2))
         lines = metrics.read_text().splitlines(keepends=True)
         if [line.rstrip("\r\n") for line in lines[:1]] != [",".join(columns)]:
@@ -262,7 +275,8 @@ def evaluate_subject(volume: VolumeFile, methods: dict[str, Any], setting: dict[
         else:
             filled = method(degraded, network_mask, slice_last, source, affine=affine)
             seconds = time.perf_counter() - start
-            borders = file_order_borders(tuple(reference.shape), degraded.axis, method)
+            borders = (file_order_borders(tuple(reference.shape), degraded.axis, method)
+                       if isinstance(method, Restorer) else None)  # a peer: linear's grid below
         if panel is not None:
             panel["predictions"][name] = filled
         if name in skip:
@@ -281,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "rows before it stay in metrics.csv (continue with --resume).")
     parser.add_argument("--data", required=True, metavar="DIR", help="folder of reference volumes (recursive; masks matched by name)")
     parser.add_argument("--methods", default="linear,cubic",
-                        help="classical methods, comma-separated; linear is always included, as the baseline (default: linear,cubic)")
+                        help="classical methods and peers (soup_gan, eclare: their own venvs, make setup-peers; "
+                             "inpaint/peers.py), comma-separated; linear is always included, as the baseline "
+                             "(default: linear,cubic)")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                         help="a trained generator (.ckpt from inpaint.fit, or 'pretrained'); repeatable")
     parser.add_argument("--prediction", action="append", default=[], metavar="NAME=DIR",
@@ -334,11 +350,13 @@ def run(args: argparse.Namespace, command: str) -> Path:
         raise InputError(f"--redo {unknown[0]}: not a method of this run; choose from {', '.join(methods)}")
     setting = acquisition(args, methods)
     check_settings(setting)
+    resolve_peers(methods, setting)
     settings = {**{k: getattr(args, k) for k in SETTINGS}, **setting}
     if args.segment:
         require_ants()  # fail before any work (--morphometry: MorphometryScorer checks its own needs)
     columns = COLUMNS + (SEGMENT_COLUMNS if args.segment else []) + (MORPHOMETRY_COLUMNS if args.morphometry else [])
     weights = {n: file_digest(m.method.checkpoint_path) for n, m in trained_networks(methods).items()}
+    weights |= {n: m.describe() for n, m in methods.items() if isinstance(m, PeerRestorer)}  # version and settings
     done = prepare_outdir(args, settings, columns, weights)
     scorer = TissueScorer(Path(args.out), fresh=not args.resume) if args.segment else None
     scorers = tuple(s for s in (scorer, MorphometryScorer(Path(args.out), fresh=not args.resume, thickness=args.thickness)
@@ -375,6 +393,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
     info = {"commands": record["commands"], "data": str(args.data), "subjects": len({r["subject"] for r in rows}), **settings,
             "checkpoints": {n: m.method.checkpoint_path for n, m in networks.items()},
             "restore": {n: m.describe() for n, m in networks.items()},
+            "peers": {n: m.describe() for n, m in methods.items() if isinstance(m, PeerRestorer)},
             "predictions": dict(named(args.prediction, "--prediction")), "device": args.device}
     segments = scorer.reference_rows() if scorer is not None else None
     summary = summary_markdown(rows, list(methods), info, segments)

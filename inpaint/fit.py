@@ -34,10 +34,12 @@ import os
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
@@ -63,8 +65,15 @@ from models import acquired_grid
 from models.layers import BatchRenorm3d
 
 log = logging.getLogger("inpaint")
+# Lightning warns each epoch that an IterableDataset with __len__ may repeat data across workers: our queues split
+# subjects across workers and ranks themselves (inpaint/data/queue.py, resident.py; tested), so it never applies.
+warnings.filterwarnings("ignore", message=r".*Your `IterableDataset` has `__len__` defined.*")
 RUN_DIR_ENV = "INPAINT_RUN_DIR"  # shared with the processes Lightning's DDP launcher starts
 QUICK_VAL_CROP = 64
+# A short CPU run of a full-resolution network (trainer.max_time <= SHORT_RUN_S or 0 < trainer.max_steps <= SHORT_STEPS)
+# validates one subject cropped to SHORT_VAL_CROP unless data.max_val_subjects / data.val_crop are given: a whole
+# DenseUNet validation of 4 volumes takes ~9 minutes on 2 cores.
+SHORT_RUN_S, SHORT_STEPS, SHORT_VAL_CROP = 3600, 200, 96
 
 
 def find_last_checkpoint(cfg: DictConfig) -> Path:
@@ -180,12 +189,29 @@ def initialise(module: InpaintingModule, spec: str) -> None:
     log.info("generator weights from %s (init_from; optimiser and schedule start afresh)", source.checkpoint_path)
 
 
+def short_cpu_run(cfg: DictConfig) -> bool:
+    """A full-resolution network trained briefly on the CPU (see SHORT_RUN_S): its validation would outlast it."""
+    on_cpu = cfg.trainer.accelerator == "cpu" or (cfg.trainer.accelerator == "auto" and not torch.cuda.is_available())
+    full_resolution = cfg.generator.name != "linear" and not acquired_grid(cfg.generator.name)
+    max_time = cfg.trainer.max_time
+    seconds = None
+    if max_time and re.fullmatch(r"\d+:\d+:\d+:\d+", str(max_time)):
+        days, hours, minutes, secs = (int(v) for v in str(max_time).split(":"))
+        seconds = ((days * 24 + hours) * 60 + minutes) * 60 + secs
+    short = (seconds is not None and seconds <= SHORT_RUN_S) or 0 < cfg.trainer.max_steps <= SHORT_STEPS
+    return on_cpu and full_resolution and short and cfg.train
+
+
 def fit(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment; returns the run folder, checkpoint paths and the final validation metrics."""
     ckpt_path = Path(cfg.ckpt_path) if cfg.ckpt_path else (find_last_checkpoint(cfg) if cfg.resume else None)
     if cfg.trainer.fast_dev_run:  # keep validation quick: one subject, cropped
         cfg.data.max_val_subjects = 1 if cfg.data.max_val_subjects is None else min(1, cfg.data.max_val_subjects)
         cfg.data.val_crop = cfg.data.val_crop or QUICK_VAL_CROP
+    elif short_cpu_run(cfg) and cfg.data.max_val_subjects is None and cfg.data.val_crop is None:
+        cfg.data.max_val_subjects, cfg.data.val_crop = 1, SHORT_VAL_CROP
+        log.info("a short CPU run of a full-resolution network: validation on 1 subject cropped to %d^3 (set "
+                 "data.max_val_subjects / data.val_crop to choose)", SHORT_VAL_CROP)
     if cfg.init_from and not (is_pretrained_name(cfg.init_from) or Path(cfg.init_from).is_file()):
         raise configuration.ConfigError(f"init_from={cfg.init_from}: no such checkpoint file; give a .ckpt path or "
                                         "a pretrained model name")
@@ -199,7 +225,8 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     info = data_info(datamodule)
     info["subjects"] = inherited_subjects(info["subjects"], [str(p) for p in (ckpt_path, cfg.init_from) if p])
     module = InpaintingModule(generator=config["generator"], model=config["model"], loss=config["loss"],
-                              optim=config["optim"], inference=config["inference"], config=config, data_info=info)
+                              optim=config["optim"], inference=config["inference"], config=config, data_info=info,
+                              augment=config["augment"])
     if cfg.init_from and ckpt_path is None:
         initialise(module, cfg.init_from)
     train = module.trainable and cfg.train
@@ -214,7 +241,8 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
         best_epoch = metrics.pop("epoch", None)
         last = {k: v for k, v in (history.epochs[-1] if history.epochs else {}).items() if k != "epoch"}
     else:
-        metrics = {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule)[0].items()}
+        metrics = {k.split("/dataloader_idx_")[0]: float(v)  # one dict per validation loader (data.val_shifted: 2)
+                   for loader in trainer.validate(module, datamodule=datamodule) for k, v in loader.items()}
         last, best_epoch = metrics, None
     best_saver, last_saver = ([c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)] + [None, None])[:2]
     result = {"run_dir": str(run_dir), "metrics": metrics, "best_epoch": best_epoch, "last_metrics": last,
@@ -242,6 +270,10 @@ def report(result: dict[str, Any], cfg: DictConfig) -> None:
         if cfg.generator.name != "linear":
             print(f"   {'linear':>12}: PSNR {m['val/linear_psnr']:.2f} dB  SSIM {m['val/linear_ssim']:.4f}  HFEN "
                   f"{m['val/linear_hfen']:.4f}  missing-slice PSNR {m['val/linear_psnr_missing']:.2f} dB")
+        if "val_shifted/psnr_gain" in m:
+            kept = m["val_shifted/psnr_gain"] / m["val/psnr_gain"] if m.get("val/psnr_gain", 0) > 0 else float("nan")
+            print(f"   shifted val ({cfg.data.val_shifted}): gain over linear {m['val_shifted/psnr_gain']:+.2f} dB against "
+                  f"{m['val/psnr_gain']:+.2f} on the plain val subjects ({kept:.0%} kept)")
     else:
         print("   no validation ran: the run stopped before its first epoch ended (trainer.max_steps / max_time); "
               "validate a checkpoint with inpaint.evaluate --checkpoint NAME=PATH")

@@ -199,6 +199,7 @@ def summary_markdown(rows: list[dict[str, Any]], methods: list[str], info: dict[
     lines += [f"- checkpoint {n}: `{p}`" + (f"; restored with {restore[n]}" if n in restore else "")
               for n, p in info.get("checkpoints", {}).items()]
     lines += [f"- prediction {n}: `{p}`" for n, p in info.get("predictions", {}).items()]
+    lines += [f"- peer {n}: {d}" for n, d in info.get("peers", {}).items()]
     lines += [f"- versions: {versions()}", f"- written: {datetime.datetime.now().isoformat(timespec='seconds')}", ""]
     return "\n".join(lines)
 

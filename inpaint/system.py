@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric
 
-from inpaint.config import InferenceConfig, LossConfig, ModelConfig, OptimConfig
+from inpaint.config import AugmentConfig, InferenceConfig, LossConfig, ModelConfig, OptimConfig
 from inpaint.constants import (
     ACQUIRED,
     GAPS,
@@ -29,6 +29,7 @@ from inpaint.constants import (
     TARGET,
     THICK,
 )
+from inpaint.data.site import SiteShift
 from inpaint.geometry import spacing_slice_last
 from inpaint.inference import infer_acquired, infer_volume
 from inpaint.metrics import volume_metrics
@@ -38,6 +39,8 @@ from models.fuse import fuse_for_inference
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
 METRICS = ("psnr", "ssim", "hfen", "psnr_missing")
+
+VAL_GROUPS = ("val", "val_shifted")  # validation loader index -> the logged prefix
 
 
 def patch_count(batch: dict[str, Any]) -> int:
@@ -66,6 +69,7 @@ class InpaintingModule(L.LightningModule):
             options ``fuse`` and ``tile``; see ``predict_volume`` and ``inpaint.inference.infer_volume``).
         config: the full resolved run config (kept in the checkpoint, not used here).
         data_info: facts about the training data (voxel spacing, interval) for ``inpaint.predict``.
+        augment: site shifts of the training patches (``inpaint.config.AugmentConfig``; acquired-grid generators).
 
     Example:
         >>> module = InpaintingModule({"name": "linear"})
@@ -75,19 +79,24 @@ class InpaintingModule(L.LightningModule):
 
     def __init__(self, generator: dict, model: dict | None = None, loss: dict | None = None,
                  optim: dict | None = None, inference: dict | None = None, config: dict | None = None,
-                 data_info: dict | None = None) -> None:
+                 data_info: dict | None = None, augment: dict | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model_cfg = {**asdict(ModelConfig()), **(model or {})}
         self.loss_cfg = {**asdict(LossConfig()), **(loss or {})}
         self.optim_cfg = {**asdict(OptimConfig()), **(optim or {})}
         self.inference_cfg = {**asdict(InferenceConfig()), **(inference or {})}
+        self.augment_cfg = {**asdict(AugmentConfig()), **(augment or {})}
         kwargs = dict(generator)
         name = kwargs.pop("name")
         self.acquired_grid = acquired_grid(name)
         if self.acquired_grid and (self.model_cfg["known_channel"] or self.model_cfg["residual"]):
             raise ValueError(f"generator {name!r} computes on the acquired slices and corrects linear interpolation by "
                              "construction; drop model.known_channel and model.residual")
+        if self.augment_cfg["p"] > 0 and not self.acquired_grid:
+            raise ValueError(f"augment.p={self.augment_cfg['p']}: site shifts apply to acquired-slice generators "
+                             f"(slice_resnet), not {name!r}; drop augment.p")
+        self.site_shift = SiteShift(**self.augment_cfg) if self.augment_cfg["p"] > 0 else None
         self.thick_slices = bool((data_info or {}).get("thick_slices", False))
         in_channels = 2 if self.model_cfg["known_channel"] else 1
         if kwargs.setdefault("in_channels", in_channels) != in_channels:
@@ -97,8 +106,10 @@ class InpaintingModule(L.LightningModule):
         if self.model_cfg["residual"]:
             zero_output_layer(self.generator)
         self.loss_terms: dict[str, tuple[LossFunction, float]] = {}
-        self.val_means = nn.ModuleDict({f"{prefix}{m}": MeanMetric() for m in METRICS for prefix in ("", "linear_")})
-        self.val_means["psnr_gain"] = MeanMetric()
+        # validation means per loader: "val" (the val subjects) and "val_shifted" (data.val_shifted); not in state_dict
+        self.val_means = nn.ModuleDict({group: nn.ModuleDict({f"{prefix}{m}": MeanMetric() for m in (*METRICS, "psnr_gain")
+                                                              for prefix in ("", "linear_") if prefix + m != "linear_psnr_gain"})
+                                        for group in VAL_GROUPS})
 
     def configure_model(self) -> None:
         """Speed options of ``model``.
@@ -161,9 +172,11 @@ class InpaintingModule(L.LightningModule):
         predicted too).
         """
         slices, gaps = batch[ACQUIRED][tio.DATA].float(), batch[GAPS][tio.DATA].float()
+        interval = torch.as_tensor(batch[INTERVAL], device=slices.device).view(-1)
+        if self.site_shift is not None and self.training:
+            slices, gaps = self.site_shift(slices, gaps, interval, generator=self.shift_generator(slices.device))
         if self.model_cfg["channels_last"]:
             slices = slices.contiguous(memory_format=torch.channels_last_3d)
-        interval = torch.as_tensor(batch[INTERVAL], device=slices.device).view(-1)
         thick = torch.as_tensor(batch[THICK], device=slices.device).view(-1).bool()
         first, last = (0 if bool(thick.any()) else 1), int(interval.max())
         slots = torch.arange(first, last, device=slices.device)
@@ -174,6 +187,12 @@ class InpaintingModule(L.LightningModule):
         valid = valid.expand_as(pred).to(pred.dtype)
         error = ((pred - gaps[:, first:last]).abs() * valid).flatten(1).sum(1) / valid.flatten(1).sum(1)
         return {"l1": self.loss_cfg["l1"] * error.mean()}  # each patch counts alike, whatever its interval
+
+    def shift_generator(self, device: torch.device) -> torch.Generator:
+        """The site shifts' random numbers, seeded by (seed, rank, step): each rank its own (the global seed is the same
+        on every rank), and a resumed run draws what the uninterrupted one would have."""
+        seed = (torch.initial_seed() * 1_000_003 + self.global_rank * 7919 + self.global_step) % 2**63
+        return torch.Generator(device=device).manual_seed(seed)
 
     def model_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs, known, target = (batch[k][tio.DATA].float() for k in (INPUT, KNOWN, TARGET))
@@ -231,8 +250,9 @@ class InpaintingModule(L.LightningModule):
             torch.backends.cudnn.benchmark = True
         return infer_volume(fn, inputs, known, mask, device=self.device, **settings)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Restore one whole volume (file voxel order, original units) as ``inpaint.evaluate`` does, and score it."""
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """Restore one whole volume (file voxel order, original units) as ``inpaint.evaluate`` does, and score it
+        (``dataloader_idx`` 1: a ``data.val_shifted`` volume)."""
         inputs, known, mask, target = (batch[k][0, 0].cpu() for k in (INPUT, KNOWN, MASK, TARGET))
         degraded = degraded_from_mask(inputs.float(), known, batch[SLICE_AXIS], batch[INTERVAL], batch[OFFSET])
         spacing = spacing_slice_last(batch["affine"], batch[SLICE_AXIS])  # resampled as evaluate would
@@ -241,16 +261,19 @@ class InpaintingModule(L.LightningModule):
         reference, flags = target.double(), (mask > 0, known > 0)
         ours = volume_metrics(pred.double(), reference, *flags)
         baseline = volume_metrics(inputs.double(), reference, *flags)
+        means = self.val_means[VAL_GROUPS[dataloader_idx]]
         for m in METRICS:
-            self.val_means[m].update(ours[m])
-            self.val_means[f"linear_{m}"].update(baseline[m])
-        self.val_means["psnr_gain"].update(ours["psnr"] - baseline["psnr"])
+            means[m].update(ours[m])
+            means[f"linear_{m}"].update(baseline[m])
+        means["psnr_gain"].update(ours["psnr"] - baseline["psnr"])
         return {"pred": pred[None]}
 
     def on_validation_epoch_end(self) -> None:
-        for key, metric in self.val_means.items():
-            self.log(f"val/{key}", metric.compute(), prog_bar=key in ("psnr", "psnr_gain"), sync_dist=False)
-            metric.reset()
+        for group, means in self.val_means.items():
+            for key, metric in means.items():
+                if metric.update_called:
+                    self.log(f"{group}/{key}", metric.compute(), prog_bar=key in ("psnr", "psnr_gain"), sync_dist=False)
+                metric.reset()
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:

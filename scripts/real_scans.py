@@ -46,6 +46,7 @@ from inpaint.data.io import InputError, atomic_write, read_volume  # noqa: E402
 from inpaint.data.subjects import read_split_file, reference_files  # noqa: E402
 from inpaint.interpolate import METHODS  # noqa: E402
 from inpaint.metrics import volume_metrics  # noqa: E402
+from inpaint.peers import on_reference_grid as resample_onto  # noqa: E402
 from inpaint.skull import bet_available  # noqa: E402
 
 SLAB_STEP = 0.25  # mm between the samples that average a thick slice
@@ -161,13 +162,7 @@ def write_acquisition(path: Path, data: np.ndarray, affine: np.ndarray, acq: Acq
 def on_reference_grid(output: Path, reference_affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """A restored volume resampled to the reference grid (trilinear), and the voxels inside its field of view."""
     image = nib.load(str(output))
-    data = np.asanyarray(image.dataobj, dtype=np.float64)
-    to_output = np.linalg.inv(image.affine) @ reference_affine
-    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"), -1)
-    voxels = grid @ to_output[:3, :3].T + to_output[:3, 3]
-    inside = np.all((voxels >= -1e-3) & (voxels <= np.array(data.shape) - 1 + 1e-3), axis=-1)
-    values = ndimage.map_coordinates(data, voxels.reshape(-1, 3).T, order=1, mode="nearest").reshape(shape)
-    return values, inside
+    return resample_onto(np.asanyarray(image.dataobj), image.affine, reference_affine, shape)
 
 
 def score(output: Path, reference: np.ndarray, reference_affine: np.ndarray, brain: np.ndarray) -> dict[str, float]:

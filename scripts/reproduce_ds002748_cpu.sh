@@ -7,7 +7,8 @@
 # Environment: PY (python, default .venv/bin/python), SEGMENT_PY (python with antspyx, default
 # .venv-segment/bin/python), DATA (default ../shared/data/ds002748), RUNS (training runs, default
 # runs/ds002748_cpu), CAMPAIGN (the slice_resnet campaign's run folder, default runs/slice_resnet/campaign), THICK
-# (the thick-slice model's, default runs/slice_resnet/thick),
+# (the thick-slice model's, default runs/slice_resnet/thick), LARGE (the CPU cool-down of the GPU-trained
+# slice_resnet_large, default runs/cooldown/slice_resnet_large), GPU_CKPT (the GPU campaign's training checkpoint),
 # EVAL (evaluation folders, default eval-out/ds002748_cpu). Each training
 # stage uses one torch thread (OMP_NUM_THREADS=1) so two stages can run side by side on 2 cores.
 set -euo pipefail
@@ -19,6 +20,8 @@ RUNS=${RUNS:-runs/ds002748_cpu}
 EVAL=${EVAL:-eval-out/ds002748_cpu}
 CAMPAIGN=${CAMPAIGN:-runs/slice_resnet/campaign}
 THICK=${THICK:-runs/slice_resnet/thick}
+LARGE=${LARGE:-runs/cooldown/slice_resnet_large}
+GPU_CKPT=${GPU_CKPT:-runs/gpu_campaign/slice_resnet_large.last.ckpt}  # scripts/gpu_campaign.sh unpack puts it there
 SPLIT=experiments/splits/ds002748.tsv
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
@@ -80,6 +83,10 @@ case ${1:-help} in
         campaign slice_resnet "$CAMPAIGN" trainer.max_epochs=22 ;;  # 2,596 steps; resumes
     cooldown_slice_resnet)  # then the same run at lr 1.5e-4 (resumed from its last.ckpt with this lr); resumes
         campaign slice_resnet "$CAMPAIGN" trainer.max_epochs="${COOLDOWN_EPOCHS:-29}" optim.lr=1.5e-4 ;;
+    cooldown_slice_resnet_large)  # the GPU campaign's slice_resnet_large (docs/gpu_campaign_2026-12-04.md) on the CPU:
+        # its weights, all 44 training subjects, lr 1.5e-4, batch 12; resumes. 2026-12-04: trainer.max_time=00:01:35:00
+        campaign slice_resnet_large "$LARGE" init_from="$GPU_CKPT" optim.lr=1.5e-4 data.batch_size=12 \
+            data.samples_per_volume=32 trainer.accelerator=cpu trainer.check_val_every_n_epoch=2 logger=csv "${@:2}" ;;
     train_ablation_base)  # = train_ours stopped after its first epoch (same seed, queue and schedule so far)
         fit ablation_base dense_unet $DATA_ARGS $DENSE_SMALL $OURS $ABLATE ;;
     train_ablation_perceptual)  # + the paper's perceptual term (gamma 1e-6)
@@ -112,6 +119,14 @@ case ${1:-help} in
             $PY -m inpaint.export "$THICK/checkpoints/best.ckpt" -o inpaint/assets/pretrained/slice_resnet_thick.ckpt \
                 --overwrite
         fi ;;
+    export_slice_resnet_large)  # the committed pretrained: the cool-down's best checkpoint, fp16 weights + settings only
+        $PY -m inpaint.export "$LARGE/checkpoints/best.ckpt" -o inpaint/assets/pretrained/slice_resnet_large.ckpt --overwrite ;;
+    eval_large_intervals)  # the committed pretrained (slice_resnet_large) at intervals 2-8, thin, against linear and cubic
+        for n in 2 3 4 5 6 7 8; do
+            # shellcheck disable=SC2046
+            evaluate "large_$n" "$PY" --methods linear,cubic $([[ $n == 5 ]] || echo --no-figures) --interval "$n" \
+                --checkpoint slice_resnet_large=inpaint/assets/pretrained/slice_resnet_large.ckpt
+        done ;;
     eval_slice_resnet_intervals)  # the committed any-interval model at intervals 2-8 (figures at 5), thin and thick
         for n in 2 3 4 5 6 7 8; do
             # shellcheck disable=SC2046
@@ -177,6 +192,13 @@ case ${1:-help} in
         for n in 2 3 4 6; do rows+=("interval $n: linear=$EVAL/intervals_$n:linear" "interval $n: random-interval net=$EVAL/intervals_$n:intervals"); done
         $PY -m inpaint.compare "${rows[@]}" "interval 5: linear=$EVAL/ablation:linear" \
             "interval 5: random-interval net=$EVAL/ablation:intervals" "interval 5: base (trained at 5)=$EVAL/ablation:base" ;;
+    table_large)  # the committed pretrained (slice_resnet_large) at intervals 2-8 against linear and cubic
+        rows=()
+        for n in 2 3 4 5 6 7 8; do
+            rows+=("interval $n: linear=$EVAL/large_$n:linear" "interval $n: cubic=$EVAL/large_$n:cubic"
+                   "interval $n: slice_resnet_large=$EVAL/large_$n:slice_resnet_large")
+        done
+        $PY -m inpaint.compare "${rows[@]}" ;;
     table_slice_resnet)  # the committed any-interval models at intervals 2-8 against linear and cubic (thin; thick)
         rows=()
         for n in 2 3 4 5 6 7 8; do

@@ -31,12 +31,13 @@ from inpaint.constants import (
 from inpaint.data.acquired import AcquiredGrid
 from inpaint.data.degrade import Degrade
 from inpaint.data.demo import demo_dataset
-from inpaint.data.io import read_volume
+from inpaint.data.io import InputError, read_volume
 from inpaint.data.normalise import Normalise
 from inpaint.data.queue import LatticeQueue, SeededQueue
 from inpaint.data.resident import Draws, ResidentPatches, ResidentVolume, load_volumes
-from inpaint.data.subjects import VolumeFile, find_volumes, make_subject, split_volumes
+from inpaint.data.subjects import VolumeFile, find_volumes, make_subject, shifted_volumes, split_volumes
 from inpaint.data.transforms import CropAroundBrain, PatchCentres, PrepareVolume, SliceAxisLast, lattice_mask
+from inpaint.geometry import sparse_axis, voxel_sizes
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,20 @@ def lattice_count(volume: VolumeFile, patch_size: int, stride: int | None) -> in
 
 
 def check_volumes(volumes: list[VolumeFile]) -> None:
-    """Read every volume and mask once (3D, finite: ``read_volume``'s one-line errors) before training starts."""
+    """Read every volume and mask once (3D, finite: ``read_volume``'s one-line errors; dense, not a sparse 2D
+    acquisition) before training starts."""
     started = time.perf_counter()
     for volume in volumes:
         for path in (volume.image, volume.mask):
             if path is not None:
-                read_volume(path)
-    log.info("checked %d volumes (readable, 3D, finite) in %.0f s", len(volumes), time.perf_counter() - started)
+                _, affine = read_volume(path)
+                axis = sparse_axis(affine)
+                if axis is not None and path == volume.image:
+                    sizes = voxel_sizes(affine).round(2).tolist()
+                    raise InputError(f"{path}: voxels of {sizes} mm, sparse along voxel axis {axis}: a 2D acquisition, "
+                                     "not a dense 3D reference; fit degrades dense references itself (restore sparse "
+                                     "scans with python -m inpaint.predict)")
+    log.info("checked %d volumes (readable, 3D, finite, dense) in %.0f s", len(volumes), time.perf_counter() - started)
 
 
 class InpaintDataModule(L.LightningDataModule):
@@ -105,6 +113,8 @@ class InpaintDataModule(L.LightningDataModule):
         self.seed = seed
         self.acquired_grid = acquired_grid
         self.splits: dict[str, list[VolumeFile]] = {}
+        self.shifted: list[VolumeFile] = []  # data.val_shifted's volumes
+        self._announced = False  # the bundled-data note is logged once
 
     # -- subjects ------------------------------------------------------------------------------
     def root(self) -> str:
@@ -113,7 +123,9 @@ class InpaintDataModule(L.LightningDataModule):
         return str(demo_dataset(self.cfg.demo_subjects, self.cfg.demo_dir))
 
     def prepare_data(self) -> None:
-        if not self.cfg.root:
+        """Writes the bundled data on first use; says so once (fit calls it before the Trainer does)."""
+        if not self.cfg.root and not self._announced:
+            self._announced = True
             directory = demo_dataset(self.cfg.demo_subjects, self.cfg.demo_dir)
             log.info("no data.root given: using the bundled MNI152 pseudo-subjects in %s; "
                      "train on your own volumes with data.root=/path/to/folder_of_nifti", directory)
@@ -129,8 +141,11 @@ class InpaintDataModule(L.LightningDataModule):
         if self.cfg.max_val_subjects is not None:
             self.splits["val"] = self.splits["val"][: self.cfg.max_val_subjects]
         log.info("subjects: %s (%s)", ", ".join(f"{k} {len(v)}" for k, v in self.splits.items()), source)
+        if self.cfg.val_shifted:
+            self.shifted = shifted_volumes(self.cfg.val_shifted, self.splits, self.cfg.mask_token)
+            log.info("shifted validation: %d volume(s) of %s", len(self.shifted), self.cfg.val_shifted)
         if stage == "fit":
-            check_volumes(self.splits["train"] + self.splits["val"])
+            check_volumes(self.splits["train"] + self.splits["val"] + self.shifted)
 
     def split_file(self) -> tuple[str | None, str]:
         """The split file ``data.split`` resolves to (None: lists or the seeded split), and where the split comes from.
@@ -257,15 +272,20 @@ class InpaintDataModule(L.LightningDataModule):
         default = self.cfg.samples_per_volume or 1
         return sum(int(self._train_subjects[i].get("num_samples", default)) for i in sampler)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The val subjects' whole volumes; with ``data.val_shifted``, a second loader of its volumes."""
+        plain = self._volume_loader(self.splits["val"])
+        return [plain, self._volume_loader(self.shifted)] if self.shifted else plain
+
+    def _volume_loader(self, volumes: list[VolumeFile]) -> DataLoader:
         transforms = self.base_transforms(training=False)
         if self.cfg.val_crop:
             transforms.append(CropAroundBrain(self.cfg.val_crop))
-        dataset = tio.SubjectsDataset([make_subject(v) for v in self.splits["val"]], transform=tio.Compose(transforms))
+        dataset = tio.SubjectsDataset([make_subject(v) for v in volumes], transform=tio.Compose(transforms))
         rank, world = self._rank_world()
         if len(dataset) % world and rank == 0 and self._epoch() == 0:
-            log.info("DDP: %d validation subject(s) on %d ranks: each rank evaluates %d, repeating subjects so that "
-                     "each counts equally; a multiple of %d subjects avoids the repeats", len(dataset), world,
+            log.info("DDP: %d validation volume(s) on %d ranks: each rank evaluates %d, repeating volumes so that "
+                     "each counts equally; a multiple of %d volumes avoids the repeats", len(dataset), world,
                      math.lcm(len(dataset), world) // world, world)
         return DataLoader(dataset, batch_size=1, collate_fn=volume_batch, sampler=ShardSampler(len(dataset), rank, world),
                           num_workers=min(self.cfg.num_workers, 1))

@@ -28,6 +28,11 @@ def subject_name(stem: str) -> str:
     return stem[: -len("_T1w")] if stem.endswith("_T1w") else stem
 
 
+def source_subject(name: str) -> str:
+    """The subject a volume was made from: ``sub-03`` of ``sub-03_acq-bias`` (BIDS entities after the first ``_``)."""
+    return name.split("_")[0] if name.startswith("sub-") else name
+
+
 def find_volumes(root: str | Path, mask_token: str = "mask") -> list[VolumeFile]:
     """All volumes under ``root`` (recursive), each with the mask file whose name starts with its subject id.
 
@@ -84,6 +89,23 @@ def reference_files(data: str | Path, subjects: list[str]) -> list[Path]:
                              "give --data the folder with one reference per subject")
         paths.append(found[0])
     return paths
+
+
+def shifted_volumes(root: str | Path, splits: dict[str, list[VolumeFile]], mask_token: str = "mask") -> list[VolumeFile]:
+    """The volumes of ``root`` (``data.val_shifted``), refused in one line if one was made from a training or test
+    subject of ``splits``: validation must not score what the network trained on or what only the test may see."""
+    try:
+        volumes = find_volumes(root, mask_token)
+    except InputError as error:
+        raise InputError(f"data.val_shifted: {error}".replace("set data.root to", "give data.val_shifted")
+                         .replace("point data.root at", "point data.val_shifted at")) from None
+    for split in ("train", "test"):
+        names = {source_subject(v.name) for v in splits.get(split, [])}
+        leaked = [v for v in volumes if source_subject(v.name) in names]
+        if leaked:
+            raise InputError(f"data.val_shifted={root}: {leaked[0].image.name} is made from {source_subject(leaked[0].name)}, "
+                             f"a {split} subject; make the shifted set from val subjects (scripts/make_shifted_val.py)")
+    return volumes
 
 
 def split_volumes(volumes: list[VolumeFile], val_fraction: float = 0.08, test_fraction: float = 0.15,

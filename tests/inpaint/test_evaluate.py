@@ -220,6 +220,9 @@ def test_a_checkpoint_is_not_scored_on_subjects_it_trained_or_was_selected_on(tm
     code, _, err = evaluate(capsys, *base, "--subjects", "sub-03", "--out", tmp_path / "b")
     assert code == 2 and "sub-03 is a validation subject (model selection) of it" in err
     assert evaluate(capsys, *base, "--subjects", "sub-02", "--allow-seen", "--out", tmp_path / "c")[0] == 0
+    write_nifti(tmp_path / "shifted" / "sub-03_acq-bias_T1w.nii.gz", phantom(seed=1))  # made from sub-03 (val)
+    code, _, err = evaluate(capsys, *base[2:], "--data", tmp_path / "shifted", "--out", tmp_path / "d")
+    assert code == 2 and "sub-03 is a validation subject (model selection) of it" in err
 
 
 def test_subjects_within_a_split(tmp_path, capsys):

@@ -13,6 +13,7 @@ import torch
 
 from inpaint.checkpoint import load_module
 from inpaint.config import ConfigError, experiment_names, load
+from inpaint.data.io import InputError
 from inpaint.fit import fit, main
 from tests.conftest import phantom, quick_overrides, write_nifti
 
@@ -192,3 +193,58 @@ def test_resident_pipeline_trains_and_validates(name, tiny_root, tmp_path):
     assert result["metrics"]["val/psnr"] > 0
     state = torch.load(result["last_checkpoint"], weights_only=False)
     assert state["global_step"] == 6
+
+
+def test_a_shifted_validation_set_is_reported_beside_the_val_subjects(tiny_root, tmp_path):
+    """data.val_shifted: a second validation loader; its gain is logged every validation and reported."""
+    shifted = tmp_path / "shifted"
+    write_nifti(shifted / "sub-05_acq-gamma_T1w.nii.gz", (phantom(seed=5) / 1000) ** 1.6 * 1000)
+    split = ["data.val_subjects=[sub-05]", "data.test_subjects=[sub-00]", f"data.val_shifted={shifted}"]
+    result = fit(train_cfg(tiny_root, tmp_path, *split, "trainer.max_epochs=1"))
+    m = result["metrics"]
+    assert {"val/psnr_gain", "val_shifted/psnr_gain", "val_shifted/linear_psnr"} <= set(m)
+    assert m["val_shifted/linear_psnr"] != pytest.approx(m["val/linear_psnr"], abs=1e-3)  # another volume was scored
+    header = (Path(result["run_dir"]) / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "val_shifted/psnr_gain" in header and "val/psnr_gain" in header
+    validated = fit(load("linear", [*quick_overrides(tiny_root, tmp_path / "linear"), *split]))["metrics"]
+    assert validated["val_shifted/psnr_gain"] == pytest.approx(0.0, abs=1e-6) and "val/psnr" in validated
+
+
+def test_a_shifted_validation_set_made_from_a_training_subject_is_refused(tiny_root, tmp_path):
+    shifted = write_nifti(tmp_path / "shifted" / "sub-02_acq-bias_T1w.nii.gz", phantom(seed=2)).parent
+    cfg = train_cfg(tiny_root, tmp_path, "data.val_subjects=[sub-05]", "data.test_subjects=[sub-00]",
+                    f"data.val_shifted={shifted}")
+    with pytest.raises(InputError, match=r"sub-02_acq-bias_T1w.nii.gz is made from sub-02, a train subject"):
+        fit(cfg)
+
+
+def test_site_shifted_training_runs_and_is_recorded(tiny_root, tmp_path):
+    cfg = load("slice_resnet", [*quick_overrides(tiny_root, tmp_path), *SHRINK["slice_resnet"], "augment.p=0.8",
+                                "trainer.limit_train_batches=2", "trainer.max_epochs=1"])
+    result = fit(cfg)
+    module = load_module(result["last_checkpoint"])
+    assert module.augment_cfg["p"] == 0.8 and module.site_shift is not None
+    assert np.isfinite(result["metrics"]["val/psnr"])
+
+
+def test_a_short_cpu_run_of_a_full_resolution_network_validates_briefly(tiny_root, tmp_path, capsys):
+    from inpaint.fit import short_cpu_run
+
+    assert short_cpu_run(load("dense_unet", ["trainer.accelerator=cpu", "trainer.max_time=00:00:03:00"]))
+    assert not short_cpu_run(load("dense_unet", ["trainer.accelerator=cpu", "trainer.max_time=00:02:00:00"]))
+    assert not short_cpu_run(load("slice_resnet", ["trainer.accelerator=cpu", "trainer.max_steps=10"]))  # whole volumes are fast
+    result = fit(train_cfg(tiny_root, tmp_path, "trainer.max_steps=3", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
+                           "trainer.enable_progress_bar=true", "data.val_subjects=[sub-04,sub-05]"))
+    assert len(result["val_subjects"]) == 1  # one volume, cropped, instead of both
+    out = capsys.readouterr().out
+    assert "epoch 0 validation volume 1/1" in out and "patches/s" in out and "min of training left" in out
+
+
+def test_a_folder_of_sparse_scans_is_refused_in_one_line(tmp_path, capsys):
+    for i in range(4):
+        write_nifti(tmp_path / "sparse" / f"sub-0{i}_T1w.nii.gz", phantom((40, 44, 8), seed=i), np.diag([1.0, 1.0, 5.0, 1.0]))
+    code = main(["experiment=debug", f"data.root={tmp_path / 'sparse'}", f"output_dir={tmp_path / 'runs'}",
+                 "trainer.accelerator=cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "sparse along voxel axis 2: a 2D acquisition" in err[0]
+    assert "inpaint.predict" in err[0]

@@ -70,3 +70,17 @@ def test_paper_queue_refills_on_real_volumes(shared_data, tmp_path):
         assert batch["input"]["data"].shape[1:] == (1, 32, 32, 32)
         drawn.update(batch[NAME])
     assert drawn == expected
+
+
+def test_the_bundled_data_note_is_logged_once(tmp_path, caplog):
+    from omegaconf import OmegaConf
+
+    from inpaint.config import DataConfig
+    from inpaint.data.module import InpaintDataModule
+
+    data = OmegaConf.structured(DataConfig(demo_subjects=2, demo_dir=str(tmp_path)))
+    module = InpaintDataModule(data)
+    with caplog.at_level("INFO", logger="inpaint"):
+        module.prepare_data()
+        module.prepare_data()  # fit calls it, then the Trainer
+    assert sum("no data.root given" in r.getMessage() for r in caplog.records) == 1
