@@ -33,21 +33,21 @@ def source_subject(name: str) -> str:
     return name.split("_")[0] if name.startswith("sub-") else name
 
 
-def find_volumes(root: str | Path, mask_token: str = "mask") -> list[VolumeFile]:
+def find_volumes(root: str | Path, mask_token: str = "mask", setting: str = "data.root") -> list[VolumeFile]:
     """All volumes under ``root`` (recursive), each with the mask file whose name starts with its subject id.
 
     ``sub-02_T1w.nii.gz`` gets ``sub-02_T1w_mask.nii.gz`` or ``sub-02_desc-brain_mask.nii.gz`` if present.
     """
     root = Path(root)
     if not root.is_dir():
-        raise InputError(f"{root}: no such folder; set data.root to a folder of .nii/.nii.gz/.mgz volumes")
+        raise InputError(f"{root}: no such folder; set {setting} to a folder of .nii/.nii.gz/.mgz volumes")
     files = sorted(p for p in root.rglob("*") if is_volume_file(p))
     masks = [p for p in files if mask_token in volume_stem(p)]
     images = [p for p in files if mask_token not in volume_stem(p)]
     if not images:
         raise InputError(
             f"{root}: no NIfTI volumes found (.nii, .nii.gz, .mgz, searched recursively); "
-            "point data.root at the folder that holds them"
+            f"point {setting} at the folder that holds them"
         )
     volumes = []
     for image in images:
@@ -94,11 +94,7 @@ def reference_files(data: str | Path, subjects: list[str]) -> list[Path]:
 def shifted_volumes(root: str | Path, splits: dict[str, list[VolumeFile]], mask_token: str = "mask") -> list[VolumeFile]:
     """The volumes of ``root`` (``data.val_shifted``), refused in one line if one was made from a training or test
     subject of ``splits``: validation must not score what the network trained on or what only the test may see."""
-    try:
-        volumes = find_volumes(root, mask_token)
-    except InputError as error:
-        raise InputError(f"data.val_shifted: {error}".replace("set data.root to", "give data.val_shifted")
-                         .replace("point data.root at", "point data.val_shifted at")) from None
+    volumes = find_volumes(root, mask_token, setting="data.val_shifted")
     for split in ("train", "test"):
         names = {source_subject(v.name) for v in splits.get(split, [])}
         leaked = [v for v in volumes if source_subject(v.name) in names]
