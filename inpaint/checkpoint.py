@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from inpaint.config import REPO
 from inpaint.data.io import InputError
 from inpaint.data.subjects import read_split_file
-from inpaint.system import InpaintingModule
+
+if TYPE_CHECKING:  # Lightning takes ~2 s to import: only load_module needs it
+    from inpaint.system import InpaintingModule
 
 PRETRAINED = Path(__file__).resolve().parent / "assets" / "pretrained"
 # --checkpoint NAME -> the committed file in PRETRAINED; its model card is the file's stem + .md beside it.
@@ -97,6 +99,8 @@ def load_module(spec: str, device: str | torch.device = "cpu") -> InpaintingModu
         raise InputError("--device cuda: no CUDA device is available to this torch build; use --device cpu")
     path = checkpoint_path(spec)
     checkpoint = read_checkpoint(path)
+    from inpaint.system import InpaintingModule  # here, not at import: a command's checks come first
+
     try:
         module = InpaintingModule.load_from_checkpoint(path, map_location=torch.device(device))
     except Exception as error:

@@ -1,14 +1,22 @@
 """Output grids for sparse acquisitions of any slice and in-plane spacing (``inpaint.predict``).
 
 A sparse scan has in-plane spacing (a, b) and slice spacing s (slice thickness + gap). A generator
-fills ``N - 1`` slices per gap, ``N = round(s / t)`` for the output spacing t, so the filled volume has
+fills ``N - 1`` slices per gap, ``N = round(s / t)`` for the fill spacing t, so the filled volume has
 slice spacing ``s / N`` and the acquired slices at indices ``0, N, 2N, ...`` (the network resamples
-in-plane to the spacing it was trained at and back, ``inpaint.restore``). The output grid is
+in-plane to the spacing it was trained at and back, ``inpaint.restore``). The output grid says what the
+user wants (``GRIDS``):
 
-- ``isotropic`` (default): every axis resampled to t after the fill (the slice axis only when ``s / t``
-  is more than 2 % away from N, e.g. 4.4 mm slices: 4-fold fill at 1.1 mm, then 1.1 -> 1 mm; in-plane
-  axes only when more than 2 % away from t);
-- ``input``: the input's in-plane spacing and slice spacing ``s / N``: no resampling of the output;
+- ``inplane`` (default): the scan's own in-plane voxels, and slices at its finest in-plane spacing
+  ``d = min(a, b)``: a 0.88 mm scan gives 0.88 mm voxels. A network fills at the slice spacing it learnt
+  (t = 1 mm for the committed models: the interval it was trained at), then the slice axis alone is
+  resampled ``s / N -> d``; a classical fill fills at ``t = d`` (resampled only when ``s / d`` is more
+  than 2 % away from N);
+- ``isotropic``: every axis resampled to t after the fill (``--target-spacing``, else the checkpoint's,
+  else 1 mm; the slice axis only when ``s / t`` is more than 2 % away from N, e.g. 4.4 mm slices:
+  4-fold fill at 1.1 mm, then 1.1 -> 1 mm; in-plane axes only when more than 2 % away from t): the grid
+  of tools that want 1 mm isotropic volumes;
+- ``input``: the input's in-plane spacing and slice spacing ``s / N`` (t: ``--target-spacing``, else a
+  network's own, a classical fill's the in-plane spacing): no resampling of the output;
   acquired slices are output slices, copied exactly when data consistency is on (not for
   ``pretrained-thick`` or ``--data-consistency off``, whose network predicts them).
 
@@ -25,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-GRIDS = ("isotropic", "input")
+GRIDS = ("inplane", "isotropic", "input")  # the first is the default
 RATIO_TOLERANCE = 0.02  # a spacing ratio this close (relative) to an integer counts as that integer
 
 
@@ -38,6 +46,27 @@ def fill_factor(slice_spacing: float, target: float) -> int:
                          "nothing to fill (use --simulate to degrade and restore a full volume, or a smaller "
                          "--target-spacing)")
     return n
+
+
+def inplane_spacing(affine: np.ndarray, axis: int) -> float:
+    """The finest in-plane spacing (mm) of a grid whose slices lie along voxel ``axis``."""
+    return float(min(np.delete(np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0), axis)))
+
+
+def output_spacings(grid: str, affine: np.ndarray, axis: int, target: float) -> dict[int, float]:
+    """``{voxel axis: spacing in mm}`` that :func:`to_spacing` brings a filled volume to on ``grid``.
+
+    Args:
+        grid: one of ``GRIDS``.
+        affine: the sparse scan's (4, 4) affine (its in-plane spacing).
+        axis: the slice axis.
+        target: the fill spacing t (``isotropic``: every axis' spacing).
+    """
+    if grid == "isotropic":
+        return dict.fromkeys(range(3), target)
+    if grid == "inplane":
+        return {axis: inplane_spacing(affine, axis)}
+    return {}
 
 
 def is_close(spacing: float, target: float) -> bool:

@@ -72,7 +72,7 @@ PEERS = {
         "ECLARE (Remedios et al., 2025): self-supervised super-resolution trained on each volume's own in-plane "
         "patches, no training data; default 1 M patches per volume (a GPU job)",
         needs=("eclare/main.py",), intervals=tuple(range(2, 9)), thick=True, keeps_acquired=False,
-        settings={"n_patches": int(os.environ.get("INPAINT_ECLARE_PATCHES", "20000")), "batch_size": 32,
+        settings={"n_patches": int(os.environ.get("INPAINT_ECLARE_PATCHES", "8000")), "batch_size": 32,
                   "threads": int(os.environ.get("INPAINT_PEER_THREADS", "2"))}),
 }
 

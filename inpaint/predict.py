@@ -1,23 +1,24 @@
-"""Restore dense volumes from sparse axial acquisitions, with a classical fill or a trained generator.
+"""Restore dense volumes from sparse acquisitions, with a trained generator or a classical fill.
 
-    python -m inpaint.predict sparse.nii.gz -o dense.nii.gz --checkpoint runs/.../best.ckpt
-    python -m inpaint.predict sparse_folder/ -o dense_folder/ --method cubic
-    python -m inpaint.predict full.nii.gz -o restored.nii.gz --method linear --simulate --interval 5
+    python -m inpaint.predict scan.nii.gz -o dense.nii.gz                 # pretrained-thick, the scan's own grid
+    python -m inpaint.predict scans/ -o dense/ --grid isotropic          # a folder, 1 mm isotropic
+    python -m inpaint.predict full.nii.gz -o restored.nii.gz --simulate  # degrade a full volume, restore, score
 
 Any slice spacing s and in-plane spacing, along the voxel axis whose spacing stands out (any direction for
-linear and cubic; axial only for a network, which refuses the others): the fill factor is ``N = round(s / t)`` for the output
-spacing t (``--target-spacing``, else the checkpoint's slice spacing, else 1 mm). The output is float32,
-by default isotropic at t, with voxel 0 at the first acquired slice's first voxel in world
-coordinates; ``--grid input`` keeps the input's in-plane spacing and writes the ``(n - 1) N + 1``
-slices at ``s / N`` with the ``n`` acquired slices at ``0, N, 2N, ...``, copied exactly unless data
-consistency is off (``pretrained-thick``, whose thick slice is not a thin one, or ``--data-consistency off``) (``inpaint.grid``). A network
-restores with the settings stored in its checkpoint (``inpaint.restore``); the flags you pass override
-them, and the log says which were used.
+linear and cubic; axial only for a network, which refuses the others). Without --checkpoint or --method a
+sparse scan gets ``pretrained-thick`` (a 2D acquisition's slices are as thick as their spacing) unless a JSON
+sidecar states thin slices. The fill factor is ``N = round(s / t)`` for the fill spacing t; the output grid
+(``--grid``, ``inpaint.grid``) is the scan's in-plane voxels with slices at its in-plane spacing by default,
+``isotropic`` at t, or ``input`` (``s / N`` slices, acquired slices copied exactly unless data consistency is
+off), with voxel 0 at the first acquired slice's first voxel in world coordinates. A network restores with
+the settings stored in its checkpoint (``inpaint.restore``); the flags you pass override them, and the log
+says which were used; the last line of each file states the output's shape, voxel size and what was filled.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -52,13 +53,15 @@ from inpaint.geometry import (
     sparse_axis,
     voxel_sizes,
 )
-from inpaint.grid import GRIDS, fill_factor, is_close, to_spacing
+from inpaint.grid import GRIDS, fill_factor, inplane_spacing, is_close, output_spacings, to_spacing
 from inpaint.interpolate import METHODS, sparse_to_dense
 from inpaint.metrics import volume_metrics
 from inpaint.restore import SHOWN, Restorer, add_arguments, check_settings, overrides, trained_intervals
 from inpaint.skull import bet_mask, head_signs, require_bet
 
 AUTO_MASK = "auto"  # --mask auto: BET's brain mask (inpaint.skull.bet_mask)
+THIN_MODEL, THICK_MODEL = "pretrained", "pretrained-thick"  # the committed models for thin and thick slices
+THIN_FRACTION = 0.5  # slices thinner than this fraction of their spacing are thin (a 2D scan's are ~1: thick)
 log = logging.getLogger("inpaint")
 
 
@@ -73,9 +76,59 @@ def check_skull(volume: torch.Tensor, restorer: Restorer, affine: np.ndarray, ax
                     "the input (e.g. SynthStrip, HD-BET)", source, "; ".join(signs))
 
 
-def output_spacing(restorer: Restorer, args: argparse.Namespace) -> float:
-    """The output spacing t in mm: ``--target-spacing``, else the checkpoint's slice spacing, else 1 mm."""
-    return args.target_spacing or (restorer.info.get("spacing") or [1.0])[-1]
+def stated_thickness(path: Path) -> float | None:
+    """``SliceThickness`` in mm from the JSON beside a scan (``scan.nii.gz`` -> ``scan.json``, as dcm2niix and BIDS
+    write it), or None when there is none."""
+    sidecar = path.with_name(volume_stem(path) + ".json")
+    try:
+        value = json.loads(sidecar.read_text()).get("SliceThickness")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def thin_slices(path: Path) -> bool | None:
+    """Whether a sparse scan's slices are thin (True), thick (False) or unknown (None: no ``SliceThickness``)."""
+    thickness = stated_thickness(path)
+    if thickness is None:
+        return None
+    spacing = float(max(nib.load(str(path)).header.get_zooms()[:3]))
+    return thickness < THIN_FRACTION * spacing
+
+
+def default_model(args: argparse.Namespace, inputs: list[Path]) -> tuple[str, str]:
+    """The committed model for ``inputs`` when neither --checkpoint nor --method is given, and why.
+
+    With --simulate, the one for the slices simulated; for sparse scans ``pretrained-thick`` (a 2D acquisition's slices
+    are as thick as their spacing), unless every scan's sidecar states thin slices.
+    """
+    if args.simulate:
+        return (THICK_MODEL, "--thick-slices") if args.thick_slices else (THIN_MODEL, "thin slices simulated")
+    if inputs and all(thin_slices(p) for p in inputs):
+        return THIN_MODEL, "every input's JSON sidecar states slices thinner than half their spacing"
+    return THICK_MODEL, ("sparse scans: a 2D acquisition's slices are as thick as their spacing (pass --checkpoint "
+                         f"{THIN_MODEL} for thin ones)")
+
+
+def check_slices(path: Path, restorer: Restorer, source: str) -> None:
+    """Warn when a sparse scan's stated slice thickness (its JSON sidecar) is not the kind the network learnt."""
+    thin = None if restorer.classical else thin_slices(path)
+    if thin is None or thin == (not restorer.settings["thick_slices"]):
+        return
+    learnt, suits = ("thick", THIN_MODEL) if thin else ("thin", THICK_MODEL)
+    log.warning("%s: its sidecar states %.3g mm thick slices, but the model learnt %s slices; --checkpoint %s suits it",
+                source, stated_thickness(path), learnt, suits)
+
+
+def fill_spacing(restorer: Restorer, args: argparse.Namespace, affine: np.ndarray, axis: int) -> float:
+    """The fill spacing t in mm (``N = round(s / t)``): ``--target-spacing``; else a network's own slice spacing (the
+    interval it learnt); else, for a classical fill, the scan's in-plane spacing (``inplane``, ``input``) or 1 mm."""
+    if args.target_spacing:
+        return args.target_spacing
+    trained = (restorer.info.get("spacing") or [None])[-1]
+    if trained is None and args.grid != "isotropic":
+        return inplane_spacing(affine, axis)
+    return trained or 1.0
 
 
 def acquisition_axis(affine: np.ndarray, restorer: Restorer, source: str) -> int:
@@ -107,15 +160,12 @@ def sparse_input(volume: torch.Tensor, mask: torch.Tensor | None, affine: np.nda
                  args: argparse.Namespace, source: str) -> tuple[Degraded, torch.Tensor | None, np.ndarray]:
     """A sparse acquisition (X, Y, K) on the fill grid: its linear fill, its brain mask's, the fill grid's affine."""
     axis = acquisition_axis(affine, restorer, source)
-    target = output_spacing(restorer, args)
+    target = fill_spacing(restorer, args, affine, axis)
     slice_spacing = spacing_slice_last(affine, axis)[2]
     try:
         n = fill_factor(slice_spacing, target)
     except ValueError as error:
         raise InputError(f"{source}: {error}") from None
-    if not is_close(slice_spacing / n, target):
-        log.info("%s: slice spacing %.4g mm = %d x %.4g mm: %d-fold fill%s", source, slice_spacing, n,
-                 slice_spacing / n, n, f", then resampled to {target:.4g} mm" if args.grid == "isotropic" else "")
     trained = [] if restorer.classical else trained_intervals(restorer.method)
     if trained and n not in trained:
         log.warning("%s: needs %d-fold upsampling; the checkpoint was trained at interval(s) %s", source, n,
@@ -130,6 +180,11 @@ def sparse_input(volume: torch.Tensor, mask: torch.Tensor | None, affine: np.nda
     fill_affine[:3, axis] /= n
     degraded = Degraded(dense, known_volume(tuple(dense.shape), axis, kept).bool(), axis, kept, n, 0)
     return degraded, dense_mask, fill_affine
+
+
+def saved_mask_path(output: Path) -> Path:
+    """Where ``--save-mask`` writes the mask of ``dense.nii.gz``: ``dense_mask.nii.gz`` beside it."""
+    return output.with_name(volume_stem(output) + "_mask.nii.gz")
 
 
 def mask_option(text: str) -> Path | str:
@@ -188,35 +243,61 @@ def predict_file(path: Path, output: Path, restorer: Restorer, args: argparse.Na
     data, affine = read_volume(path)
     volume = data[0]
     mask = input_mask(args.mask, volume, affine, source)
+    if args.save_mask:
+        write_volume(mask.to(torch.uint8), affine, saved_mask_path(output), overwrite=args.overwrite, dtype=np.uint8,
+                     description="inpaint --mask auto (BET) brain mask")
     if args.simulate:
         degraded, grid_mask, grid_affine = restorer.degrade(volume, affine, source), mask, affine
     else:
         degraded, grid_mask, grid_affine = sparse_input(volume, mask, affine, restorer, args, source)
     if mask is None:
         check_skull(volume, restorer, affine, degraded.axis, source)
+    if not args.simulate:
+        check_slices(path, restorer, source)
     filled = restorer(degraded, grid_mask, spacing_slice_last(grid_affine, degraded.axis), source, strip=mask is not None,
                       affine=grid_affine)
-    if not args.simulate and args.grid == "isotropic":
-        filled, grid_affine = to_spacing(filled, grid_affine, dict.fromkeys(range(3), output_spacing(restorer, args)))
+    filled_spacing = float(voxel_sizes(grid_affine)[degraded.axis])
+    fill_spacing_mm = None if args.simulate else fill_spacing(restorer, args, affine, degraded.axis)
+    if not args.simulate:
+        filled, grid_affine = to_spacing(filled, grid_affine, output_spacings(args.grid, affine, degraded.axis,
+                                                                              fill_spacing_mm))
     write_volume(filled, grid_affine, output, overwrite=args.overwrite, dtype=np.float32,
                  description=provenance.description(restorer, args.checkpoint))
-    provenance.write_sidecar(output, provenance.record(path, output, restorer, args.checkpoint, options(restorer, args),
+    provenance.write_sidecar(output, provenance.record(path, output, restorer, args.checkpoint, options(restorer, args, fill_spacing_mm),
                                                        tuple(filled.shape), grid_affine, args.command), args.overwrite)
-    spacing = "x".join(f"{z:.3g}" for z in voxel_sizes(grid_affine))
-    log.info("%s: %s voxels of %s mm, %s", output, "x".join(map(str, filled.shape)), spacing,
-             "simulated from the full input" if args.simulate else f"{degraded.kept.numel()} acquired slices filled")
+    log.info("%s", what_was_written(output, filled.shape, grid_affine, degraded, filled_spacing, args))
     if not args.simulate:
         return None
     return volume_metrics(filled, volume, brain_mask(volume, mask, source), degraded.known)
 
 
-def options(restorer: Restorer, args: argparse.Namespace) -> dict[str, tuple[object, str]]:
+def what_was_written(output: Path, shape: tuple[int, ...], affine: np.ndarray, degraded: Degraded,
+                     filled_spacing: float, args: argparse.Namespace) -> str:
+    """The last log line of a file: output shape, voxel size, grid and what was filled, e.g. ``dense.nii.gz:
+    192x240x176 voxels of 0.875x0.875x0.875 mm (grid inplane); 30 acquired slices 5 mm apart, 4 filled between
+    neighbours (5-fold, 1 mm), slice axis then resampled to 0.875 mm``."""
+    zooms = voxel_sizes(affine)
+    head = f"{output}: {'x'.join(map(str, shape))} voxels of {'x'.join(f'{z:.4g}' for z in zooms)} mm"
+    n = degraded.interval
+    if args.simulate:
+        return (f"{head} (the input's grid); simulated: {degraded.kept.numel()} slices kept (every {n}th, offset "
+                f"{degraded.offset}), the others filled")
+    spacing = filled_spacing * n
+    resampled = "" if is_close(float(zooms[degraded.axis]), filled_spacing) else \
+        f", slice axis then resampled to {zooms[degraded.axis]:.4g} mm"
+    return (f"{head} (grid {args.grid}); {degraded.kept.numel()} acquired slices {spacing:.4g} mm apart, {n - 1} "
+            f"filled between neighbours ({n}-fold, {filled_spacing:.4g} mm){resampled}")
+
+
+def options(restorer: Restorer, args: argparse.Namespace, fill_spacing_mm: float | None) -> dict[str, tuple[object, str]]:
     """predict's own settings for the sidecar: name -> (value, where it came from)."""
     spacing_source = ("command line" if args.target_spacing else
-                      "checkpoint slice spacing" if restorer.info.get("spacing") else "default")
-    return {"simulate": (bool(args.simulate), "command line" if args.simulate else "default"),
+                      "checkpoint slice spacing" if restorer.info.get("spacing") else
+                      "the input's in-plane spacing" if args.grid != "isotropic" else "default")
+    return {"model": (args.checkpoint or args.method, args.model_source),
+            "simulate": (bool(args.simulate), "command line" if args.simulate else "default"),
             "grid": (None if args.simulate else args.grid, args.grid_source),
-            "target_spacing_mm": (None if args.simulate else output_spacing(restorer, args), spacing_source),
+            "fill_spacing_mm": (fill_spacing_mm, spacing_source),
             "mask": (str(args.mask) if args.mask else "input > 0", "command line" if args.mask else "default"),
             "device": (args.device, "as run")}
 
@@ -235,20 +316,29 @@ def build_parser() -> argparse.ArgumentParser:
                "line and exit with code 2; nothing is half-written.")
     parser.add_argument("input", type=Path, help="sparse NIfTI or MGZ (any slice and in-plane spacing), or a folder of them")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output file (a folder if INPUT is a folder)")
-    how = parser.add_mutually_exclusive_group(required=True)
+    how = parser.add_mutually_exclusive_group()
     how.add_argument("--checkpoint", help="trained model: a .ckpt from python -m inpaint.fit, or a committed one: "
-                                          "'pretrained' (thin slices), 'pretrained-thick' (thick slices: real 2D "
-                                          "scans), 'pretrained-dense-unet'")
+                                          f"'{THIN_MODEL}' (thin slices), '{THICK_MODEL}' (thick slices: real 2D "
+                                          "scans), 'pretrained-slice-resnet' (small, fast), 'pretrained-dense-unet' "
+                                          f"(default: {THICK_MODEL} for sparse scans, unless a JSON sidecar beside every "
+                                          f"scan states thin slices (SliceThickness); with --simulate {THIN_MODEL}, or "
+                                          f"{THICK_MODEL} with --thick-slices)")
     how.add_argument("--method", choices=METHODS, help="classical fill along the slice axis")
-    parser.add_argument("--target-spacing", type=float, metavar="MM",
-                        help="output spacing t in mm; N = round(slice spacing / t) (default: the checkpoint's, else 1.0)")
     parser.add_argument("--grid", choices=GRIDS,
-                        help="output grid of a sparse input: 'isotropic' at t (default), or 'input', the input's "
-                             "in-plane spacing with slices at slice spacing / N (no resampling; acquired slices copied "
-                             "exactly unless data consistency is off)")
+                        help="output grid of a sparse input: 'inplane' (default), the scan's in-plane voxels with "
+                             "slices at its in-plane spacing; 'isotropic', every axis at --target-spacing (default "
+                             "with --target-spacing); 'input', the scan's in-plane voxels with N - 1 slices filled "
+                             "between acquired ones (slice spacing s / N, no resampling: acquired slices copied exactly "
+                             "unless data consistency is off)")
+    parser.add_argument("--target-spacing", type=float, metavar="MM",
+                        help="with --grid isotropic or input: spacing t in mm, N = round(slice spacing / t) (default: "
+                             "the checkpoint's, 1 mm for the committed models, else 1.0)")
     parser.add_argument("--mask", type=mask_option, metavar="FILE|auto",
                         help="brain mask on the input's grid (one input file), or 'auto': BET's (the skull extra): the "
                              "network sees and fills the brain, linear interpolation the rest; metrics of --simulate in it")
+    parser.add_argument("--save-mask", action="store_true",
+                        help="with --mask auto: also write BET's brain mask of each input beside its output as "
+                             "NAME_mask.nii.gz (on the input's grid: reuse it with --mask FILE)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where the network runs (default: cuda if available)")
@@ -294,7 +384,8 @@ def jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
         pairs = [(args.input, args.output / nifti_name(args.input) if args.output.is_dir() else args.output)]
     for _, out in pairs:
         check_output(out)
-    existing = [p for _, out in pairs for p in (out, provenance.sidecar_path(out)) if p.exists()]
+    written = (provenance.sidecar_path, *([saved_mask_path] if args.save_mask else []))
+    existing = [p for _, out in pairs for p in (out, *(path(out) for path in written)) if p.exists()]
     if existing and not args.overwrite:
         more = f" ({len(existing)} outputs exist)" if len(existing) > 1 else ""
         raise InputError(f"{existing[0]} exists{more}; pass --overwrite or choose another output")
@@ -311,8 +402,13 @@ def main(argv: list[str] | None = None) -> int:
                      "its slice spacing (see --target-spacing)")
     if args.simulate and (args.grid or args.target_spacing):
         parser.error("--grid/--target-spacing apply to sparse inputs; with --simulate the output is on the input's grid")
-    args.grid_source = "command line" if args.grid else "default"
-    args.grid = args.grid or GRIDS[0]
+    if args.grid == GRIDS[0] and args.target_spacing:
+        parser.error(f"--grid {GRIDS[0]} takes the scan's in-plane spacing; --target-spacing goes with --grid isotropic "
+                     "or input")
+    args.grid_source = "command line" if args.grid else "--target-spacing" if args.target_spacing else "default"
+    args.grid = args.grid or ("isotropic" if args.target_spacing else GRIDS[0])
+    if args.save_mask and args.mask != AUTO_MASK:
+        parser.error("--save-mask writes the mask that --mask auto makes; give --mask auto (a --mask FILE is yours already)")
     if args.mask not in (None, AUTO_MASK) and args.input.is_dir():
         parser.error("--mask FILE goes with one input file; for a folder, predict each file with its own mask (or "
                      "--mask auto)")
@@ -324,7 +420,16 @@ def main(argv: list[str] | None = None) -> int:
             require_bet()
         elif args.mask:
             check_mask_grid(args.mask, args.input)
+        args.model_source = "command line"
+        if not (args.method or args.checkpoint):
+            args.checkpoint, why = default_model(args, [p for p, _ in pairs])
+            args.model_source = f"default: {why}"
+            log.info("model: %s (%s)", args.checkpoint, why)
         restorer = Restorer(args.method or load_module(args.checkpoint, args.device), overrides(args))
+        if not (args.simulate or restorer.classical or restorer.settings["thick_slices"]) and \
+                any(thin_slices(p) is None for p, _ in pairs):
+            log.warning("%s learnt thin slices (every N-th slice of a 3D scan); a 2D acquisition's slices are usually "
+                        "as thick as their spacing: --checkpoint %s suits those", args.checkpoint, THICK_MODEL)
         shown = SHOWN if args.simulate else ("overlap", "aggregation", "data_consistency")  # else N: the file's spacing
         log.info("restoring with %s", restorer.describe(shown))
         for path, output in tqdm(pairs, desc="volumes", unit="vol", disable=len(pairs) == 1):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 
@@ -65,7 +66,8 @@ def test_sparse_file_gives_the_protocol_fill_on_the_original_grid(tmp_path, caps
     volume = phantom()
     affine = LAS if axis == 2 else LAS[:, [2, 1, 0, 3]]  # axis 0 is S/I in the second case
     sparse = make_sparse(tmp_path / "sparse.nii.gz", volume, affine, axis)
-    code, out, _ = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", method, "--grid", "input")
+    code, out, _ = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", method, "--grid", "input",
+                       "--target-spacing", "1")  # 5-fold: the protocol's grid (1 mm) even with 0.9 mm in-plane
     assert code == 0 and "wrote" in out
     image = nib.load(tmp_path / "dense.nii.gz")
     dense = np.asanyarray(image.dataobj)
@@ -99,7 +101,7 @@ def test_target_spacing_and_folder_mode(tmp_path, capsys):
     assert_one_line_error(code, err, "exists", "--overwrite")
 
 
-def test_any_slice_spacing_gives_an_isotropic_grid_with_the_acquired_slices_in_place(tmp_path, capsys, caplog):
+def test_any_slice_spacing_gives_the_scans_inplane_grid_with_the_acquired_slices_in_place(tmp_path, capsys, caplog):
     volume = phantom()
     affine = np.diag([-1.0, 1.0, 4.4, 1.0])  # 4.4 mm slices (4 mm + 0.4 mm gap), LAS
     affine[:3, 3] = [80, -100, -60]
@@ -107,7 +109,9 @@ def test_any_slice_spacing_gives_an_isotropic_grid_with_the_acquired_slices_in_p
     with caplog.at_level(logging.INFO, logger="inpaint"):
         code, _, err = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", "linear")
     assert code == 0, err
-    assert "4.4 mm = 4 x 1.1 mm: 4-fold fill, then resampled to 1 mm" in caplog.text
+    assert caplog.records[-1].message.endswith("dense.nii.gz: 40x44x31 voxels of 1x1x1 mm (grid inplane); 8 acquired "
+                                               "slices 4.4 mm apart, 3 filled between neighbours (4-fold, 1.1 mm), "
+                                               "slice axis then resampled to 1 mm")
     image = nib.load(tmp_path / "dense.nii.gz")
     assert np.allclose(image.header.get_zooms(), 1.0) and image.shape == (40, 44, 31)  # 7 x 4.4 = 30.8 mm
     assert image.header.get_xyzt_units() == ("mm", "sec") and image.header["qform_code"] == 1
@@ -232,10 +236,24 @@ def test_checkpoint_resamples_in_plane_and_warns_about_skull(tmp_path, capsys, c
     dense = nib.load(tmp_path / "dense.nii.gz").get_fdata()
     assert dense.shape == (24, 26, 36)
     np.testing.assert_allclose(dense[:, :, ::5], nib.load(sparse).get_fdata(), atol=1e-3)
-    code, _, err = run(capsys, sparse, "-o", tmp_path / "model_grid.nii.gz", "--checkpoint", tiny_checkpoint)
-    assert code == 0, err  # the default grid is the checkpoint's (1 mm): in-plane resampled before the fill
+    code, _, err = run(capsys, sparse, "-o", tmp_path / "model_grid.nii.gz", "--checkpoint", tiny_checkpoint,
+                       "--grid", "isotropic")
+    assert code == 0, err  # the checkpoint's 1 mm: in-plane resampled before the fill
     image = nib.load(tmp_path / "model_grid.nii.gz")
     assert image.shape == (47, 51, 36) and np.allclose(image.header.get_zooms(), 1.0)
+    code, _, err = run(capsys, sparse, "-o", tmp_path / "scan_grid.nii.gz", "--checkpoint", tiny_checkpoint,
+                       "--data-consistency", "on")
+    assert code == 0, err  # the default: the scan's 2 mm voxels; the network fills 5-fold at 1 mm, then 1 -> 2 mm
+    image = nib.load(tmp_path / "scan_grid.nii.gz")
+    assert image.shape == (24, 26, 18) and np.allclose(image.header.get_zooms(), 2.0)
+    acquired = nib.load(sparse)
+    np.testing.assert_allclose(image.affine @ [0, 0, 0, 1], acquired.affine @ [0, 0, 0, 1], atol=1e-6)  # voxel 0 kept
+    output, sparse_data = image.get_fdata(), acquired.get_fdata()
+
+    def match(shift: int) -> float:  # correlation of output slices 0, 10, 20 mm with acquired slices shifted by one
+        return float(np.corrcoef(output[:, :, [0, 5, 10]].ravel(), sparse_data[:, :, [shift, 2 + shift, 4 + shift]].ravel())[0, 1])
+
+    assert match(0) > 0.9 and match(0) > match(1) + 0.1  # the acquired slices in place (smoothed by 1 -> 2 mm only)
 
 
 def nan_volume(path: Path) -> Path:
@@ -358,7 +376,8 @@ def test_real_sparse_acquisition_matches_the_protocol_linear_fill(shared_data, t
     volume = np.asanyarray(image.dataobj)
     sparse = make_sparse(tmp_path / "sub-02_sparse.nii.gz", volume, image.affine, 2)
     assert nib.load(sparse).header.get_zooms()[2] == pytest.approx(5.0)
-    code, _, err = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", "linear", "--grid", "input")
+    code, _, err = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", "linear", "--grid", "input",
+                       "--target-spacing", "1")
     assert code == 0, err
     dense = nib.load(tmp_path / "dense.nii.gz")
     expected = fill_missing(torch.from_numpy(volume.astype(np.float32)), 2, kept_indices(volume.shape[2], 5)).numpy()
@@ -418,3 +437,89 @@ def test_an_oblique_acquisition_is_filled_by_linear_and_refused_by_a_network(tmp
     assert run(capsys, sparse, "-o", tmp_path / "linear.nii.gz", "--method", "linear", "--grid", "input")[0] == 0
     code, _, err = run(capsys, sparse, "-o", tmp_path / "net.nii.gz", "--checkpoint", "pretrained")
     assert_one_line_error(code, err, "oblique by 40 degrees", "voxel axis 2", "--method linear")
+
+
+@pytest.mark.parametrize("grid, extra, zooms", [
+    ("inplane", [], (0.9, 0.9, 0.9)),  # the default: the scan's 0.9 mm voxels, 6-fold at 0.833 mm, then 0.9 mm
+    ("isotropic", ["--target-spacing", "1"], (1.0, 1.0, 1.0)),  # --target-spacing alone means isotropic
+    ("isotropic", ["--grid", "isotropic", "--target-spacing", "0.5"], (0.5, 0.5, 0.5)),
+    ("input", ["--grid", "input"], (0.9, 0.9, 5 / 6)),  # N = round(5 / 0.9) = 6, no resampling
+])
+def test_the_output_grid_follows_the_intent(tmp_path, capsys, caplog, grid, extra, zooms):
+    sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(), LAS, 2)  # 0.9 x 0.9 mm in-plane, 5 mm slices
+    with caplog.at_level(logging.INFO, logger="inpaint"):
+        code, _, err = run(capsys, sparse, "-o", tmp_path / "dense.nii.gz", "--method", "linear", *extra)
+    assert code == 0, err
+    image = nib.load(tmp_path / "dense.nii.gz")
+    np.testing.assert_allclose(image.header.get_zooms(), zooms, atol=1e-4)
+    assert f"(grid {grid}); 8 acquired slices 5 mm apart" in caplog.records[-1].message
+    assert "x".join(map(str, image.shape)) in caplog.records[-1].message
+
+
+def test_inplane_grid_with_a_target_spacing_is_refused(tmp_path, capsys):
+    sparse = make_sparse(tmp_path / "sparse.nii.gz", phantom(), LAS, 2)
+    with pytest.raises(SystemExit):
+        main([str(sparse), "-o", str(tmp_path / "d.nii.gz"), "--method", "linear", "--grid", "inplane",
+              "--target-spacing", "1"])
+    assert "--grid inplane takes the scan's in-plane spacing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sidecar, extra, model", [
+    (None, [], "pretrained-thick"),  # a sparse scan: 2D slices are thick
+    ({"SliceThickness": 4.5}, [], "pretrained-thick"),
+    ({"SliceThickness": 1.0}, [], "pretrained"),  # stated thin slices (1 of 5 mm)
+    (None, ["--simulate"], "pretrained"),
+    (None, ["--simulate", "--thick-slices"], "pretrained-thick"),
+])
+def test_without_a_model_the_one_for_the_slices_is_chosen_and_recorded(tmp_path, capsys, caplog, sidecar, extra,
+                                                                       model):
+    if "--simulate" in extra:
+        scan = write_nifti(tmp_path / "scan.nii.gz", phantom(shape=(40, 44, 21)), LAS)
+    else:
+        scan = make_sparse(tmp_path / "scan.nii.gz", phantom(shape=(40, 44, 21)), LAS, 2)
+    if sidecar:
+        (tmp_path / "scan.json").write_text(json.dumps(sidecar))
+    with caplog.at_level(logging.INFO, logger="inpaint"):
+        code, _, err = run(capsys, scan, "-o", tmp_path / "out" / "dense.nii.gz", *extra)
+    assert code == 0, err
+    assert f"model: {model} (" in caplog.text
+    assert " suits " not in caplog.text  # the right model: no warning
+    recorded = json.loads((tmp_path / "out" / "dense.json").read_text())
+    assert recorded["method"]["name"] == model and recorded["options"]["model"]["source"].startswith("default: ")
+
+
+def test_a_thin_slice_model_on_thick_slices_is_warned_about(tmp_path, capsys, caplog):
+    scan = make_sparse(tmp_path / "scan.nii.gz", phantom(shape=(40, 44, 21)), LAS, 2)
+    with caplog.at_level(logging.INFO, logger="inpaint"):
+        assert run(capsys, scan, "-o", tmp_path / "a.nii.gz", "--checkpoint", "pretrained")[0] == 0
+    assert "pretrained learnt thin slices" in caplog.text and "--checkpoint pretrained-thick suits those" in caplog.text
+    (tmp_path / "scan.json").write_text(json.dumps({"SliceThickness": 5.0}))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="inpaint"):
+        assert run(capsys, scan, "-o", tmp_path / "b.nii.gz", "--checkpoint", "pretrained")[0] == 0
+    assert "its sidecar states 5 mm thick slices, but the model learnt thin slices" in caplog.text
+    (tmp_path / "scan.json").write_text(json.dumps({"SliceThickness": 1.0}))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="inpaint"):
+        assert run(capsys, scan, "-o", tmp_path / "c.nii.gz", "--checkpoint", "pretrained-thick")[0] == 0
+    assert "its sidecar states 1 mm thick slices, but the model learnt thick slices; --checkpoint pretrained suits" \
+        in caplog.text
+
+
+def test_save_mask_writes_the_auto_mask_beside_the_output(tmp_path, capsys, monkeypatch):
+    volume, brain = head()
+    sparse = make_sparse(tmp_path / "sparse.nii.gz", volume, LAS, 2)
+    sparse_brain = np.take(brain, np.arange(0, brain.shape[2], 5), axis=2) > 0
+    monkeypatch.setattr("inpaint.predict.require_bet", lambda: None)
+    monkeypatch.setattr("inpaint.predict.bet_mask", lambda v, a, s: torch.from_numpy(sparse_brain))
+    with pytest.raises(SystemExit):  # the mask of a --mask FILE is the user's already
+        main([str(sparse), "-o", str(tmp_path / "x.nii.gz"), "--method", "linear", "--save-mask"])
+    argv = [sparse, "-o", tmp_path / "dense.nii.gz", "--method", "linear", "--mask", "auto", "--save-mask"]
+    assert run(capsys, *argv)[0] == 0
+    saved = nib.load(tmp_path / "dense_mask.nii.gz")
+    np.testing.assert_array_equal(saved.get_fdata() > 0, sparse_brain)
+    np.testing.assert_allclose(saved.affine, nib.load(sparse).affine, atol=1e-5)  # the input's grid: reusable
+    (tmp_path / "dense.nii.gz").unlink()
+    (tmp_path / "dense.json").unlink()
+    code, _, err = run(capsys, *argv)
+    assert_one_line_error(code, err, "dense_mask.nii.gz exists", "--overwrite")
