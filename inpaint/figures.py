@@ -25,6 +25,13 @@ def _pyplot() -> Any:
     return plt
 
 
+def method_labels(ax: Any, methods: list[str]) -> None:
+    """Method names under the boxes, slanted and right-aligned to their box when long (no overlap)."""
+    if max(map(len, methods)) > 8:
+        for label in ax.get_xticklabels():
+            label.set(rotation=35, ha="right", rotation_mode="anchor")
+
+
 def box_plots(rows: list[dict[str, Any]], methods: list[str], folder: Path, subtitle: str = "") -> list[Path]:
     """``boxplots.png`` (PSNR, missing-slice PSNR, SSIM, HFEN per method) and ``psnr_gain.png`` (paired gain)."""
     plt = _pyplot()
@@ -34,7 +41,8 @@ def box_plots(rows: list[dict[str, Any]], methods: list[str], folder: Path, subt
     subjects = sorted({r["subject"] for r in rows})
     jitter = dict(zip(subjects, np.random.default_rng(0).uniform(-0.12, 0.12, len(subjects)), strict=True))
     style = {"showfliers": False, "widths": 0.55, "medianprops": {"color": "k", "lw": 1.5}}
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(3.2 * len(METRICS), 3.8), layout="constrained")
+    width = max(3.2, 0.75 + 0.55 * len(methods))  # per panel: room for every box and its label
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(width * len(METRICS), 4.2), layout="constrained")
     for ax, (key, (label, _)) in zip(axes, METRICS.items(), strict=True):
         ax.boxplot([[r[key] for r in table[m].values()] for m in methods], tick_labels=methods, **style)
         for s in subjects:  # one grey line per subject: the comparison is paired
@@ -45,7 +53,7 @@ def box_plots(rows: list[dict[str, Any]], methods: list[str], folder: Path, subt
                        color=f"C{i - 1}", zorder=3)
         ax.set_title(label + (" (lower is better)" if key == "hfen" else ""), fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-        ax.tick_params(axis="x", rotation=30 if max(map(len, methods)) > 8 else 0)
+        method_labels(ax, methods)
     n = len({r["subject"] for r in rows})
     fig.suptitle(f"Whole-volume metrics in the brain mask, {n} subject(s){subtitle}", fontsize=11)
     paths = [folder / "boxplots.png"]
@@ -61,6 +69,7 @@ def box_plots(rows: list[dict[str, Any]], methods: list[str], folder: Path, subt
             ax.scatter(i + spread, values, s=9, alpha=0.7, color=f"C{methods.index(others[i - 1])}", zorder=3)
         ax.axhline(0, color="k", lw=0.8, ls="--")
         ax.set_ylabel("PSNR gain over linear (dB)")
+        method_labels(ax, others)
         ax.set_title(f"Paired PSNR gain over linear, {n} subject(s)\n{subtitle.lstrip('; ')}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         paths.append(folder / "psnr_gain.png")

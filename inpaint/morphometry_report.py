@@ -84,6 +84,9 @@ def voxelwise_maps(folder: Path, subjects: list[str], method: str) -> tuple[np.n
     return mean.astype(np.float32), t.astype(np.float32), affine
 
 
+MNI_VIEWS = ("sagittal", "coronal", "axial")  # slices through the centre along MNI voxel axes x, y, z
+
+
 def morphometry_figures(table: list[dict[str, Any]], rows: list[dict[str, Any]], references: list[dict[str, Any]],
                         methods: list[str], out: Path) -> list[Path]:
     """Scatter plots per region (GM volume, thickness) and the voxel-wise mean-difference and t maps."""
@@ -114,14 +117,17 @@ def morphometry_figures(table: list[dict[str, Any]], rows: list[dict[str, Any]],
         mean, t, affine = voxelwise_maps(out / "morphometry", subjects, method)
         nib.save(nib.Nifti1Image(np.stack([mean, t], -1), affine), str(out / "morphometry" / f"voxelwise_{method}.nii.gz"))
         centre = [n // 2 for n in mean.shape]
-        for k, (image, name, limit) in enumerate(((mean, "mean difference", 0.05), (t, "paired t", 5.0))):
-            for view in range(3):
+        maps = ((mean, "mean difference", 0.05, "method − reference, modulated GM (mL per mL)"),
+                (t, "paired t", 5.0, f"paired t ({len(subjects) - 1} df)"))
+        for k, (image, name, limit, unit) in enumerate(maps):
+            for view, plane in enumerate(MNI_VIEWS):
                 ax = row_axes[3 * k + view]
                 picture = np.rot90(np.take(image, centre[view], axis=view))
                 shown = ax.imshow(picture, cmap="RdBu_r", vmin=-limit, vmax=limit)
-                ax.set_axis_off()
-                ax.set_title(f"{method}: {name}" if view == 0 else "", fontsize=8)
-            fig.colorbar(shown, ax=row_axes[3 * k:3 * k + 3], shrink=0.7)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"{method}: {name}, {plane}" if view == 0 else plane, fontsize=8)
+            fig.colorbar(shown, ax=row_axes[3 * k:3 * k + 3], shrink=0.7, extend="both").set_label(unit, fontsize=8)
     written.append(figures / "morphometry_voxelwise.png")
     fig.savefig(written[-1], dpi=100)
     plt.close(fig)
