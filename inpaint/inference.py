@@ -253,7 +253,10 @@ def infer_volume(
 
 
 def receptive_radius(generator: torch.nn.Module) -> int:
-    """In-plane voxels on each side that an acquired-slice generator's output depends on (its convs' halo)."""
+    """In-plane voxels on each side that an acquired-slice generator's output depends on (its convs' halo; a
+    generator whose convs do not all run at full resolution states its own ``receptive_radius``)."""
+    if isinstance(getattr(generator, "receptive_radius", None), int) and getattr(generator, "unshuffle", 1) > 1:
+        return generator.receptive_radius
     convs = [m for m in generator.modules() if isinstance(m, torch.nn.Conv3d)]
     return sum(max(int(k) for k in m.kernel_size[:2]) // 2 for m in convs)
 
@@ -306,7 +309,8 @@ def infer_acquired(
         return result[None]
     halo = receptive_radius(generator)
     box = [(max(0, int(brain[:, a].min()) - halo), min(volume.shape[a], int(brain[:, a].max()) + 1 + halo)) for a in (0, 1)]
-    step = tile or max(b - a for a, b in box)
+    cell = getattr(generator, "unshuffle", 1)  # a space-to-depth trunk: windows start on its r x r cell grid
+    step = -(-(tile or max(b - a for a, b in box)) // cell) * cell
     first = 0 if predict_acquired else 1
     gaps = torch.full((1,), float(gap), device=device)
     with heap_allocations(heap and device.type == "cpu"):

@@ -42,6 +42,20 @@ class _ResBlock(nn.Module):
         return x + self.scale * self.conv2(F.relu(self.conv1(x), inplace=True))
 
 
+def space_to_depth(x: torch.Tensor, r: int) -> torch.Tensor:
+    """In-plane pixel unshuffle: (B, C, X, Y, K) -> (B, C * r * r, X / r, Y / r, K); X and Y multiples of ``r``."""
+    b, c, x_size, y_size, k = x.shape
+    x = x.view(b, c, x_size // r, r, y_size // r, r, k).permute(0, 1, 3, 5, 2, 4, 6)
+    return x.reshape(b, c * r * r, x_size // r, y_size // r, k)
+
+
+def depth_to_space(x: torch.Tensor, r: int) -> torch.Tensor:
+    """The inverse of :func:`space_to_depth`: (B, C * r * r, X, Y, K) -> (B, C, X * r, Y * r, K)."""
+    b, c, x_size, y_size, k = x.shape
+    x = x.view(b, c // (r * r), r, r, x_size, y_size, k).permute(0, 1, 4, 2, 5, 3, 6)
+    return x.reshape(b, c // (r * r), x_size * r, y_size * r, k)
+
+
 def position_features(t: torch.Tensor, gap: torch.Tensor, frequencies: int) -> torch.Tensor:
     """Encode positions ``t`` (B, S) in their gap of ``gap`` (B,) slices -> (B, S, 2 + 2 * frequencies)."""
     angles = math.pi * t[..., None] * torch.arange(1, frequencies + 1, device=t.device, dtype=t.dtype)
@@ -61,6 +75,9 @@ class SliceResNet(nn.Module):
         head_features: hidden channels of the slice head.
         frequencies: sine/cosine frequencies of the position encoding.
         res_scale: residual branch scale of each block (EDSR's 0.1 keeps a norm-free trunk stable).
+        unshuffle: in-plane space-to-depth factor r of the trunk: it runs on (X / r, Y / r) with the r x r
+            neighbours as channels (r^2 fewer voxels per conv, r x the in-plane reach), and a 1x1x1 conv and
+            depth-to-space bring its features back to full resolution for the head. 1: off.
 
     Shapes: ``forward(slices (B, in_channels, X, Y, K), gap (B,), t (B, S)) -> (B, 1, X, Y, K, S)``,
     the values at ``t[s]`` after each acquired slice ``j``; after the last one (``j = K - 1``) there is
@@ -78,15 +95,22 @@ class SliceResNet(nn.Module):
     size_multiple = 1
 
     def __init__(self, in_channels: int = 1, features: int = 32, blocks: int = 6, kernel: Sequence[int] = (3, 3, 3),
-                 head_features: int = 64, frequencies: int = 4, res_scale: float = 0.1) -> None:
+                 head_features: int = 64, frequencies: int = 4, res_scale: float = 0.1, unshuffle: int = 1) -> None:
         super().__init__()
         if len(kernel) != 3 or any(k < 1 or k % 2 == 0 for k in kernel):
             raise ValueError(f"slice_resnet: kernel must be 3 odd sizes (kx, ky, kz), got {list(kernel)}")
+        if unshuffle < 1:
+            raise ValueError(f"slice_resnet: unshuffle must be a factor >= 1, got {unshuffle}")
         padding = tuple(k // 2 for k in kernel)
-        self.in_channels, self.frequencies = in_channels, frequencies
-        self.stem = nn.Conv3d(in_channels + 1, features, tuple(kernel), padding=padding)
+        self.in_channels, self.frequencies, self.unshuffle = in_channels, frequencies, unshuffle
+        r2 = unshuffle * unshuffle
+        self.stem = nn.Conv3d((in_channels + 1) * r2, features, tuple(kernel), padding=padding)
         self.body = nn.Sequential(*[_ResBlock(features, kernel, res_scale) for _ in range(blocks)])
         self.body_out = nn.Conv3d(features, features, tuple(kernel), padding=padding)
+        self.up = nn.Conv3d(features, features * r2, 1) if unshuffle > 1 else None
+        convs = 3 + 2 * blocks  # stem, body_out and two per block, each reaching kernel // 2 trunk voxels in-plane
+        reach = convs * (max(kernel[:2]) // 2) * unshuffle + unshuffle  # + the r x r cell a voxel shares
+        self.receptive_radius = -(-reach // unshuffle) * unshuffle  # a multiple of r: tiles keep the cell grid
         self.from_this = nn.Conv3d(features, head_features, 1)
         self.from_next = nn.Conv3d(features, head_features, 1, bias=False)
         self.hidden = nn.Conv3d(head_features, head_features, 1)
@@ -98,8 +122,16 @@ class SliceResNet(nn.Module):
     def trunk(self, slices: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, X, Y, K) acquired slices, (B,) gaps -> (B, features, X, Y, K)."""
         gap_channel = (gap.to(slices.dtype) / GAP_SCALE).view(-1, 1, 1, 1, 1).expand(-1, 1, *slices.shape[2:])
-        x = self.stem(torch.cat([slices, gap_channel], 1))
-        return x + self.body_out(self.body(x))
+        x = torch.cat([slices, gap_channel], 1)
+        r = self.unshuffle
+        if r == 1:
+            x = self.stem(x)
+            return x + self.body_out(self.body(x))
+        size = x.shape[2:4]
+        x = F.pad(x, (0, 0, 0, -size[1] % r, 0, -size[0] % r), mode="replicate")  # X, Y up to multiples of r
+        x = self.stem(space_to_depth(x, r))
+        x = depth_to_space(self.up(x + self.body_out(self.body(x))), r)
+        return x[:, :, :size[0], :size[1]]
 
     def head_features(self, features: torch.Tensor) -> torch.Tensor:
         """(B, features, X, Y, K) trunk output -> (B, head_features, X, Y, K): each gap's features, from the

@@ -7,7 +7,7 @@ import torch
 
 from inpaint.inference import infer_acquired, receptive_radius
 from models import GENERATORS
-from models.slice_resnet import SliceResNet
+from models.slice_resnet import SliceResNet, depth_to_space, space_to_depth
 
 SMALL = {"features": 8, "blocks": 1, "head_features": 8}
 
@@ -85,3 +85,45 @@ def test_thick_slice_models_also_predict_the_acquired_positions():
     thick = infer_acquired(net, volume, known, mask, predict_acquired=True, data_consistency=False)[0]
     assert torch.equal(thin[..., ::5], volume[..., ::5]) and not torch.allclose(thick[..., ::5], volume[..., ::5])
     torch.testing.assert_close(thick[..., 1::5], thin[..., 1::5])  # the missing slices are the same either way
+
+
+def test_space_to_depth_is_undone_by_depth_to_space():
+    x = torch.randn(2, 3, 8, 6, 5)
+    folded = space_to_depth(x, 2)
+    assert folded.shape == (2, 12, 4, 3, 5)
+    torch.testing.assert_close(folded[:, :4, 1, 2], x[:, 0, 2:4, 4:6].reshape(2, 4, 5))  # one cell's 4 voxels
+    assert torch.equal(depth_to_space(folded, 2), x)
+
+
+@pytest.mark.parametrize("size", [(12, 10), (11, 9)])  # odd sizes are padded to the cell grid and cropped back
+def test_an_unshuffled_trunk_keeps_the_contract(size):
+    net = SliceResNet(**SMALL, unshuffle=2).eval()
+    slices = torch.randn(1, 1, *size, 5)
+    out = net(slices, torch.tensor([5.0]), torch.tensor([[0.0, 0.4]]))
+    assert out.shape == (1, 1, *size, 5, 2)
+    torch.testing.assert_close(out[..., :4, 1], 0.6 * slices[..., :4] + 0.4 * slices[..., 1:])  # starts as linear
+    trained = trained_like(SliceResNet(**SMALL, unshuffle=2)).train()
+    trained(slices, torch.tensor([5.0]), torch.tensor([[0.4]])).square().mean().backward()
+    assert not [n for n, p in trained.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    with pytest.raises(ValueError, match="unshuffle"):
+        SliceResNet(unshuffle=0)
+
+
+def test_an_unshuffled_trunk_reaches_no_further_than_its_radius_and_tiles_agree():
+    net = trained_like(SliceResNet(**SMALL, unshuffle=2)).eval()
+    radius = receptive_radius(net)
+    assert radius == net.receptive_radius and radius % 2 == 0 and radius > receptive_radius(SliceResNet(**SMALL))
+    slices = torch.randn(1, 1, 40, 8, 5)
+    changed = slices.clone()
+    changed[:, :, 39] += 5.0  # one in-plane row at the far edge
+    gap, t = torch.tensor([5.0]), torch.tensor([[0.4]])
+    with torch.no_grad():
+        a, b = net(slices, gap, t), net(changed, gap, t)
+    differs = (a - b).abs().amax(dim=(0, 1, 3, 4, 5)) > 0
+    assert differs[39] and not differs[: 39 - radius].any()  # nothing beyond the radius moves
+    volume, known = torch.randn(30, 28, 21), torch.zeros(30, 28, 21)
+    known[..., ::5] = 1
+    mask = torch.zeros_like(volume)
+    mask[5:25, 4:24, :] = 1
+    torch.testing.assert_close(infer_acquired(net, volume, known, mask)[0],
+                               infer_acquired(net, volume, known, mask, tile=7)[0], atol=1e-5, rtol=1e-5)
