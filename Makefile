@@ -1,5 +1,5 @@
-# The README's two commands: `make demo` (train on the bundled data) and `make test`.
-# Both create .venv on first use. TORCH pins the CPU wheel these machines carry; on your own
+# `make setup` (the venv), `make demo` (train on the bundled data) and `make test`, as the README's quick start
+# uses them. All create .venv on first use. TORCH pins the CPU wheel these machines carry; on your own
 # machine use e.g. `make demo TORCH=torch` to get your platform's build.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0

@@ -274,8 +274,8 @@ def predict_file(path: Path, output: Path, restorer: Restorer, args: argparse.Na
 def what_was_written(output: Path, shape: tuple[int, ...], affine: np.ndarray, degraded: Degraded,
                      filled_spacing: float, args: argparse.Namespace) -> str:
     """The last log line of a file: output shape, voxel size, grid and what was filled, e.g. ``dense.nii.gz:
-    192x240x176 voxels of 0.875x0.875x0.875 mm (grid inplane); 30 acquired slices 5 mm apart, 4 filled between
-    neighbours (5-fold, 1 mm), slice axis then resampled to 0.875 mm``."""
+    40x44x31 voxels of 1x1x1 mm (grid inplane); 8 acquired slices 4.4 mm apart, 3 filled between neighbours
+    (4-fold, 1.1 mm), slice axis then resampled to 1 mm``."""
     zooms = voxel_sizes(affine)
     head = f"{output}: {'x'.join(map(str, shape))} voxels of {'x'.join(f'{z:.4g}' for z in zooms)} mm"
     n = degraded.interval
@@ -332,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "unless data consistency is off)")
     parser.add_argument("--target-spacing", type=float, metavar="MM",
                         help="with --grid isotropic or input: spacing t in mm, N = round(slice spacing / t) (default: "
-                             "the checkpoint's, 1 mm for the committed models, else 1.0)")
+                             "a network's own slice spacing, 1 mm for the committed models; for a classical fill the "
+                             "scan's in-plane spacing with --grid input, 1 mm with --grid isotropic)")
     parser.add_argument("--mask", type=mask_option, metavar="FILE|auto",
                         help="brain mask on the input's grid (one input file), or 'auto': BET's (the skull extra): the "
                              "network sees and fills the brain, linear interpolation the rest; metrics of --simulate in it")
