@@ -8,7 +8,7 @@ file per acquisition of ``ACQUISITIONS``: slices of a given spacing (4.4 to 6 mm
 thickness (thin, or the mean of a slab, as a 2D scan measures), in-plane spacing 0.5 or 0.9 mm, tilted
 about the left-right axis, stored as LAS/RAS/LPS/LIA NIfTI or ``.mgz``. Each is sampled from the
 reference (trilinear, the slab by the midpoint rule at 0.25 mm). Every method restores every file
-with ``python -m inpaint.predict FILE -o OUT`` and no other flag; the output is brought back to the
+with ``python -m inpaint.predict FILE -o OUT`` and no other flag (predict's default grid and settings); the output is brought back to the
 reference grid through the two affines (trilinear; exact where the grids coincide) and scored with
 PROTOCOL.md's PSNR, SSIM and HFEN in the brain (reference > 0) inside the acquired field of view, 3
 voxels in from its edges; outside it the reference stands in (so no SSIM window sees a false edge).
