@@ -6,7 +6,8 @@
 Each ``LABEL=RUN_DIR`` reads every ``RUN_DIR/logs/**/metrics.csv`` (a resumed run writes a new version
 folder; all are merged by step). Patches seen and CPU-hours come from the ``work/*`` columns
 (``inpaint.callbacks.WorkMeter``); where a log predates them, patches are ``step x --batch`` and the
-CPU-hours are unknown (left out of that panel). ``--points LABEL=PATCHES:GAIN,...`` adds curves known
+CPU-hours are unknown (left out of that panel). A run that also validates on a shifted set
+(``data.val_shifted``: ``val_shifted/psnr_gain``) gets a dashed curve of it in the same colour. ``--points LABEL=PATCHES:GAIN,...`` adds curves known
 only as numbers; ``--mark TEXT=PATCHES:CPU_HOURS`` draws a labelled vertical line in both panels (e.g.
 where the learning rate dropped). Prints the table it plots.
 """
@@ -25,15 +26,19 @@ from inpaint.data.io import atomic_write  # noqa: E402
 
 
 def read_run(run_dir: Path, batch: int) -> list[dict[str, float]]:
-    """Validation points of one run: step, patches, cpu_hours (NaN if unknown), gain, sorted by step."""
+    """Validation points of one run: step, patches, cpu_hours (NaN if unknown), gain, shifted (the shifted val set's
+    gain, NaN if none), sorted by step."""
     points: dict[int, dict[str, float]] = {}
     for path in sorted(run_dir.glob("logs/**/metrics.csv")):
         with path.open(newline="") as handle:
             for row in csv.DictReader(handle):
                 step = int(float(row["step"]))
-                entry = points.setdefault(step, {"step": step, "patches": step * batch, "cpu_hours": math.nan})
+                entry = points.setdefault(step, {"step": step, "patches": step * batch, "cpu_hours": math.nan,
+                                                 "shifted": math.nan})
                 if row.get("val/psnr_gain"):
                     entry["gain"] = float(row["val/psnr_gain"])
+                if row.get("val_shifted/psnr_gain"):
+                    entry["shifted"] = float(row["val_shifted/psnr_gain"])
                 if row.get("work/patches_seen"):
                     entry["patches"] = float(row["work/patches_seen"])
                     entry["cpu_hours"] = float(row["work/cpu_hours"])
@@ -43,7 +48,7 @@ def read_run(run_dir: Path, batch: int) -> list[dict[str, float]]:
 def parse_points(spec: str) -> tuple[str, list[dict[str, float]]]:
     label, _, values = spec.partition("=")
     pairs = [v.split(":") for v in values.split(",") if v]
-    return label, [{"patches": float(p), "gain": float(g), "cpu_hours": math.nan} for p, g in pairs]
+    return label, [{"patches": float(p), "gain": float(g), "cpu_hours": math.nan, "shifted": math.nan} for p, g in pairs]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,19 +69,29 @@ def main(argv: list[str] | None = None) -> int:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for label, points in curves:
-        print(f"## {label}\n| patches seen | CPU-hours | val PSNR gain (dB) |\n|---|---|---|")
+        shifted = [p for p in points if not math.isnan(p["shifted"])]
+        extra = (" shifted val gain (dB) |", "---|") if shifted else ("", "")
+        print(f"## {label}\n| patches seen | CPU-hours | val PSNR gain (dB) |{extra[0]}\n|---|---|---|{extra[1]}")
         for p in points:
-            print(f"| {p['patches']:,.0f} | {p['cpu_hours']:.2f} | {p['gain']:+.3f} |")
-        axes[0].plot([p["patches"] for p in points], [p["gain"] for p in points], "o-", label=label, ms=4)
-        timed = [p for p in points if not math.isnan(p["cpu_hours"])]
-        if timed:
-            axes[1].plot([p["cpu_hours"] for p in timed], [p["gain"] for p in timed], "o-", label=label, ms=4)
+            print(f"| {p['patches']:,.0f} | {p['cpu_hours']:.2f} | {p['gain']:+.3f} |" +
+                  (f" {p['shifted']:+.3f} |" if shifted else ""))
+        for ax, x in zip(axes, ("patches", "cpu_hours"), strict=True):
+            timed = [p for p in points if not math.isnan(p[x])]
+            if not timed:
+                continue
+            line, = ax.plot([p[x] for p in timed], [p["gain"] for p in timed], "o-", label=label, ms=4)
+            moved = [p for p in timed if not math.isnan(p["shifted"])]
+            if moved:
+                ax.plot([p[x] for p in moved], [p["shifted"] for p in moved], "s--", color=line.get_color(), ms=3,
+                        label=f"{label}, shifted val")
     for text, _, where in (m.rpartition("=") for m in args.mark):
         for ax, x in zip(axes, map(float, where.split(":")), strict=True):
             ax.axvline(x, color="grey", lw=0.8, ls=":")
             ax.annotate(text, (x, 0), xytext=(3, 3), textcoords="offset points", fontsize=7, color="grey")
-    axes[0].set_xscale("log")
-    axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping minor labels
+    seen = [p["patches"] for _, points in curves for p in points]
+    if seen and max(seen) > 10 * min(seen):  # a log axis only where it spans more than a decade (else no labels)
+        axes[0].set_xscale("log")
+        axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping minor labels
     axes[0].set_xlabel("training patches seen")
     axes[1].set_xlabel("CPU-hours (training process, all threads)")
     for ax in axes:
@@ -85,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         ax.grid(alpha=0.3)
         if ax.lines[1:]:  # the zero line is always there
             ax.legend(fontsize=8)
-    fig.suptitle("Validation PSNR gain over linear interpolation (interval 5)", fontsize=11)
+    fig.suptitle("Validation PSNR gain over linear interpolation (interval 5; dashed: the shifted val set)"
+                 if any(not math.isnan(p["shifted"]) for _, points in curves for p in points) else
+                 "Validation PSNR gain over linear interpolation (interval 5)", fontsize=11)
     atomic_write(args.out, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     print(f"wrote {args.out}")
     return 0

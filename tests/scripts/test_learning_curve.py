@@ -26,3 +26,16 @@ def test_resumed_logs_are_merged_and_plotted(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| 120 | 0.20 | +0.500 |" in printed and "| 240 | 0.40 | +0.900 |" in printed
     assert "| 200 | nan | +0.300 |" in printed and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_shifted_val_set_gets_its_own_column_and_curve(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    (run / "logs" / "metrics.csv").write_text(
+        "epoch,step,val/psnr_gain,val_shifted/psnr_gain,work/cpu_hours,work/patches_seen\n"
+        "0,9,3.2,2.6,,\n,9,,,0.2,120\n1,19,3.1,2.7,,\n,19,,,0.4,240\n")
+    out = tmp_path / "curve.png"
+    assert load_script().main([f"net={run}", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| val PSNR gain (dB) | shifted val gain (dB) |" in printed
+    assert "| 120 | 0.20 | +3.200 | +2.600 |" in printed and "| 240 | 0.40 | +3.100 | +2.700 |" in printed
