@@ -9,6 +9,7 @@
 # runs/ds002748_cpu), CAMPAIGN (the slice_resnet campaign's run folder, default runs/slice_resnet/campaign), THICK
 # (the thick-slice model's, default runs/slice_resnet/thick), LARGE (the CPU cool-down of the GPU-trained
 # slice_resnet_large, default runs/cooldown/slice_resnet_large), GPU_CKPT (the GPU campaign's training checkpoint),
+# SITE_INIT (the site A/B's start), SHIFTED (the shifted val set), CAPACITY_TIME (each capacity arm's trainer.max_time),
 # EVAL (evaluation folders, default eval-out/ds002748_cpu). Each training
 # stage uses one torch thread (OMP_NUM_THREADS=1) so two stages can run side by side on 2 cores.
 set -euo pipefail
@@ -22,6 +23,9 @@ CAMPAIGN=${CAMPAIGN:-runs/slice_resnet/campaign}
 THICK=${THICK:-runs/slice_resnet/thick}
 LARGE=${LARGE:-runs/cooldown/slice_resnet_large}
 GPU_CKPT=${GPU_CKPT:-runs/gpu_campaign/slice_resnet_large.last.ckpt}  # scripts/gpu_campaign.sh unpack puts it there
+SITE_INIT=${SITE_INIT:-$LARGE/checkpoints/best.ckpt}  # the site A/B's start: the shipped model's fp32 checkpoint
+[[ -f $SITE_INIT ]] || SITE_INIT=pretrained  # (or its committed fp16 export when the run folder is gone)
+SHIFTED=${SHIFTED:-data-shifted/ds002748_val_site}  # python scripts/make_shifted_val.py ... --shifts site
 SPLIT=experiments/splits/ds002748.tsv
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
@@ -87,6 +91,21 @@ case ${1:-help} in
         # its weights, all 44 training subjects, lr 1.5e-4, batch 12; resumes. 2026-12-04: trainer.max_time=00:01:35:00
         campaign slice_resnet_large "$LARGE" init_from="$GPU_CKPT" optim.lr=1.5e-4 data.batch_size=12 \
             data.samples_per_volume=32 trainer.accelerator=cpu trainer.check_val_every_n_epoch=2 logger=csv "${@:2}" ;;
+    site_on | site_off)  # issue 25's site-shift A/B: the shipped model fine-tuned with (on) or without (off) site shifts,
+        # the same steps (707 = 6 epochs, 8,448 patches), both arms validated on the plain and the shifted val set
+        # (make_shifted_val.py --shifts site, under $SHIFTED); resumes
+        arm=${1#site_}
+        campaign slice_resnet_large "runs/site/slice_resnet_large_$arm" init_from="$SITE_INIT" optim.lr=1.5e-4 \
+            augment.p="$([[ $arm == on ]] && echo 0.8 || echo 0)" data.val_shifted="$SHIFTED" data.batch_size=12 \
+            data.samples_per_volume=32 trainer.accelerator=cpu trainer.check_val_every_n_epoch=2 trainer.max_steps=707 \
+            logger=csv "${@:2}" ;;
+    capacity_large | capacity_unshuffle)  # issue 25's capacity A/B from scratch at equal time (CAPACITY_TIME, default
+        # 1 h of 2 threads): slice_resnet_large's trunk at batch 12 against the space-to-depth trunk; resumes
+        arm=${1#capacity_}
+        experiment=$([[ $arm == large ]] && echo slice_resnet_large || echo slice_resnet_unshuffle)
+        campaign "$experiment" "runs/capacity/$arm" data.batch_size=12 data.samples_per_volume=32 \
+            trainer.accelerator=cpu trainer.check_val_every_n_epoch=2 data.val_shifted="$SHIFTED" logger=csv \
+            trainer.max_time="${CAPACITY_TIME:-00:01:00:00}" "${@:2}" ;;
     train_ablation_base)  # = train_ours stopped after its first epoch (same seed, queue and schedule so far)
         fit ablation_base dense_unet $DATA_ARGS $DENSE_SMALL $OURS $ABLATE ;;
     train_ablation_perceptual)  # + the paper's perceptual term (gamma 1e-6)
@@ -217,5 +236,5 @@ case ${1:-help} in
     *)
         sed -n '2,9p' "$0"
         echo "stages:"
-        grep -E '^    [a-z0-9_]+\)' "$0" | sed -E 's/^ +([a-z0-9_]+)\) *(# *)?/  \1  /' ;;
+        grep -E '^    [a-z0-9_ |]+\)' "$0" | sed -E 's/^ +([a-z0-9_ |]+)\) *(# *)?/  \1  /' ;;
 esac
