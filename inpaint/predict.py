@@ -280,7 +280,7 @@ def what_was_written(output: Path, shape: tuple[int, ...], affine: np.ndarray, d
     head = f"{output}: {'x'.join(map(str, shape))} voxels of {'x'.join(f'{z:.4g}' for z in zooms)} mm"
     n = degraded.interval
     if args.simulate:
-        return (f"{head} (the input's grid); simulated: {degraded.kept.numel()} slices kept (every {n}th, offset "
+        return (f"{head} (the input's grid); simulated: {degraded.kept.numel()} slices kept (1 in {n}, offset "
                 f"{degraded.offset}), the others filled")
     spacing = filled_spacing * n
     resampled = "" if is_close(float(zooms[degraded.axis]), filled_spacing) else \
