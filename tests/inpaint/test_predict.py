@@ -179,12 +179,15 @@ def test_folder_mode_writes_the_good_files_and_reports_the_bad_one(tmp_path, cap
 
 
 @pytest.mark.parametrize("method", ["linear", "cubic"])
-def test_simulate_restores_on_the_input_grid_and_prints_metrics(tmp_path, capsys, method):
+def test_simulate_restores_on_the_input_grid_and_prints_metrics(tmp_path, capsys, caplog, method):
     volume = phantom()
     source = write_nifti(tmp_path / "full.nii.gz", volume, LAS)
-    code, out, _ = run(capsys, source, "-o", tmp_path / "restored.nii.gz", "--method", method, "--simulate",
-                       "--interval", 4, "--offset", 1)
+    with caplog.at_level(logging.INFO, logger="inpaint"):
+        code, out, _ = run(capsys, source, "-o", tmp_path / "restored.nii.gz", "--method", method, "--simulate",
+                           "--interval", 4, "--offset", 1)
     assert code == 0 and "PSNR" in out and "missing-slice PSNR" in out
+    assert caplog.records[-1].message.endswith("restored.nii.gz: 40x44x36 voxels of 0.9x0.9x1 mm (the input's grid); "
+                                               "simulated: 9 slices kept (1 in 4, offset 1), the others filled")
     image = nib.load(tmp_path / "restored.nii.gz")
     expected = fill_missing(torch.from_numpy(volume), 2, kept_indices(36, 4, 1), method).numpy()
     np.testing.assert_allclose(image.get_fdata(), expected, rtol=1e-5, atol=1e-3)
