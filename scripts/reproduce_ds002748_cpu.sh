@@ -99,6 +99,12 @@ case ${1:-help} in
             augment.p="$([[ $arm == on ]] && echo 0.8 || echo 0)" data.val_shifted="$SHIFTED" data.batch_size=12 \
             data.samples_per_volume=32 trainer.accelerator=cpu trainer.check_val_every_n_epoch=2 trainer.max_steps=707 \
             logger=csv "${@:2}" ;;
+    train_slice_resnet_large_thick)  # issue 25: the thick-slice twin of the shipped pretrained, fine-tuned from it as
+        # pretrained-thick was from the small model (experiments/slice_resnet_thick.yaml with the large trunk, 2
+        # threads, batch 12), validated on the plain and the shifted val set; resumes
+        campaign slice_resnet_thick runs/slice_resnet/large_thick init_from="$SITE_INIT" generator.features=48 \
+            generator.blocks=10 generator.head_features=96 trainer.check_val_every_n_epoch=2 \
+            data.val_shifted="$SHIFTED" logger=csv "${@:2}" ;;
     capacity_large | capacity_unshuffle)  # issue 25's capacity A/B from scratch at equal time (CAPACITY_TIME, default
         # 1 h of 2 threads): slice_resnet_large's trunk at batch 12 against the space-to-depth trunk; resumes
         arm=${1#capacity_}
