@@ -21,7 +21,8 @@ from inpaint.data.io import InputError, atomic_write
 from inpaint.errors import report
 from inpaint.reporting import CELLS, method_cells, read_rows
 
-COLUMNS = ["n", "psnr", "ssim", "hfen", "psnr_missing", "seam", "psnr_gain", "ssim_gain", "hfen_change", "better", "p"]
+COLUMNS = ["n", "psnr", "ssim", "hfen", "psnr_missing", "seam", "psnr_gain", "ssim_gain", "hfen_change", "better", "p",
+           "seconds"]
 HEADER = ["row", *(CELLS[c] for c in COLUMNS), "settings"]
 
 

@@ -23,5 +23,7 @@ def test_compare_rows_from_two_folders_each_against_its_own_linear(tiny_root, tm
     psnr = {(r["subject"], r["method"]): float(r["psnr"]) for r in rows(tmp_path / "i5")}
     gain = np.mean([psnr[s, "cubic"] - psnr[s, "linear"] for s, m in psnr if m == "linear"])
     assert cubic5[7].startswith(f"{gain:+.3f}")
+    seconds = np.mean([float(r["seconds"]) for r in rows(tmp_path / "i5") if r["method"] == "cubic"])
+    assert lines[0].split(" | ")[-2] == "fill s / volume" and cubic5[-2] == f"{seconds:.2f}"  # the time of each row
     assert compare([f"x={tmp_path / 'i5'}:dense_unet"]) == 2 and "has no method 'dense_unet'" in capsys.readouterr().err
     assert compare(["nonsense"]) == 2 and "LABEL=FOLDER:METHOD" in capsys.readouterr().err
