@@ -255,8 +255,9 @@ def infer_volume(
 def receptive_radius(generator: torch.nn.Module) -> int:
     """In-plane voxels on each side that an acquired-slice generator's output depends on (its convs' halo; a
     generator whose convs do not all run at full resolution states its own ``receptive_radius``)."""
-    if isinstance(getattr(generator, "receptive_radius", None), int) and getattr(generator, "unshuffle", 1) > 1:
-        return generator.receptive_radius
+    stated = getattr(generator, "receptive_radius", None)
+    if isinstance(stated, int):
+        return stated
     convs = [m for m in generator.modules() if isinstance(m, torch.nn.Conv3d)]
     return sum(max(int(k) for k in m.kernel_size[:2]) // 2 for m in convs)
 

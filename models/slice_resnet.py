@@ -108,8 +108,8 @@ class SliceResNet(nn.Module):
         self.body = nn.Sequential(*[_ResBlock(features, kernel, res_scale) for _ in range(blocks)])
         self.body_out = nn.Conv3d(features, features, tuple(kernel), padding=padding)
         self.up = nn.Conv3d(features, features * r2, 1) if unshuffle > 1 else None
-        convs = 3 + 2 * blocks  # stem, body_out and two per block, each reaching kernel // 2 trunk voxels in-plane
-        reach = convs * (max(kernel[:2]) // 2) * unshuffle + unshuffle  # + the r x r cell a voxel shares
+        convs = 2 + 2 * blocks  # stem, body_out and two per block, each reaching kernel // 2 trunk voxels in-plane
+        reach = convs * (max(kernel[:2]) // 2) * unshuffle + unshuffle - 1  # + the rest of the r x r cell of a voxel
         self.receptive_radius = -(-reach // unshuffle) * unshuffle  # a multiple of r: tiles keep the cell grid
         self.from_this = nn.Conv3d(features, head_features, 1)
         self.from_next = nn.Conv3d(features, head_features, 1, bias=False)
