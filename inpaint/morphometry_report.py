@@ -11,13 +11,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
 
 from inpaint.morphometry import HEMISPHERES, REGIONS
 from inpaint.reporting import segment_markdown
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 QUANTITIES = {"gm_ml": "GM volume (mL)", "thickness_mm": "cortical thickness (mm)"}
 THICKNESS_NAMES = {"distance": "distance thickness", "direct": "DiReCT thickness"}
@@ -111,13 +114,25 @@ def morphometry_figures(table: list[dict[str, Any]], rows: list[dict[str, Any]],
         written.append(figures / f"morphometry_{quantity}.png")
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
-    subjects = sorted({r["subject"] for r in references})
+    fig = voxelwise_figure(out, sorted({r["subject"] for r in references}), methods)
+    written.append(figures / "morphometry_voxelwise.png")
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+    return written
+
+
+def voxelwise_figure(out: Path, subjects: list[str], methods: list[str]) -> Figure:
+    """Per method (rows): mean paired difference and paired t of the GM maps in MNI, sagittal/coronal/axial; the maps
+    are also saved as ``out/morphometry/voxelwise_{method}.nii.gz`` ([..., 0] mean, [..., 1] t)."""
+    from inpaint.figures import _pyplot
+
+    plt = _pyplot()
     fig, axes = plt.subplots(len(methods), 6, figsize=(15, 2.6 * len(methods)), squeeze=False, layout="constrained")
     for row_axes, method in zip(axes, methods, strict=True):
         mean, t, affine = voxelwise_maps(out / "morphometry", subjects, method)
         nib.save(nib.Nifti1Image(np.stack([mean, t], -1), affine), str(out / "morphometry" / f"voxelwise_{method}.nii.gz"))
         centre = [n // 2 for n in mean.shape]
-        maps = ((mean, "mean difference", 0.05, "method − reference, modulated GM (mL per mL)"),
+        maps = ((mean, "mean difference", 0.05, "method − reference\n(mL GM per mL)"),
                 (t, "paired t", 5.0, f"paired t ({len(subjects) - 1} df)"))
         for k, (image, name, limit, unit) in enumerate(maps):
             for view, plane in enumerate(MNI_VIEWS):
@@ -128,7 +143,4 @@ def morphometry_figures(table: list[dict[str, Any]], rows: list[dict[str, Any]],
                 ax.set_yticks([])
                 ax.set_title(f"{method}: {name}, {plane}" if view == 0 else plane, fontsize=8)
             fig.colorbar(shown, ax=row_axes[3 * k:3 * k + 3], shrink=0.7, extend="both").set_label(unit, fontsize=8)
-    written.append(figures / "morphometry_voxelwise.png")
-    fig.savefig(written[-1], dpi=100)
-    plt.close(fig)
-    return written
+    return fig

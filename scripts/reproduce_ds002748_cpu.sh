@@ -165,10 +165,10 @@ case ${1:-help} in
     eval_morphometry)  # regional GM volume, thickness, GM maps in MNI (issue 14): linear, cubic, pretrained; resumes
         # (after a new pretrained file: eval_morphometry --redo pretrained)
         morphometry morphometry test --methods linear,cubic --panel-subject sub-11 \
-            --checkpoint pretrained=inpaint/assets/pretrained/slice_resnet.ckpt "${@:2}" ;;
+            --checkpoint pretrained=pretrained "${@:2}" ;;
     eval_morphometry_val)  # the same on the 4 validation subjects (held out from training too: the group pattern)
         morphometry morphometry_val val --methods linear,cubic --no-figures \
-            --checkpoint pretrained=inpaint/assets/pretrained/slice_resnet.ckpt ;;
+            --checkpoint pretrained=pretrained ;;
     eval_morphometry_train)  # the 44 training subjects, classical methods only (a network never scores its own training data)
         morphometry morphometry_train train --methods linear,cubic --no-figures ;;
     groups_morphometry)  # the group pattern (depressed - control) over the folders above: Kang et al. Fig. 7

@@ -11,6 +11,7 @@ from inpaint.morphometry_report import (
     morphometry_figures,
     morphometry_markdown,
     regional_agreement,
+    voxelwise_figure,
     voxelwise_maps,
 )
 
@@ -65,16 +66,36 @@ def test_voxelwise_maps_are_the_mean_paired_difference_and_its_t(tmp_path):
     np.testing.assert_allclose(affine, np.eye(4))
 
 
-def test_figures_are_written(tmp_path):
-    rows, references = tables()
-    (tmp_path / "morphometry" / "gm_mni").mkdir(parents=True)
+def write_gm_maps(folder):
+    """Random GM maps in MNI for SUBJECTS x (reference, plus, noise) under folder/morphometry/gm_mni."""
+    (folder / "morphometry" / "gm_mni").mkdir(parents=True)
     for subject in SUBJECTS:
         for name in ("reference", "plus", "noise"):
             data = np.random.default_rng(len(name)).uniform(0, 1, (10, 12, 9)).astype(np.float32)
-            nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "morphometry" / "gm_mni" / f"{subject}_{name}.nii.gz"))
+            nib.save(nib.Nifti1Image(data, np.eye(4)), str(folder / "morphometry" / "gm_mni" / f"{subject}_{name}.nii.gz"))
+
+
+def test_figures_are_written(tmp_path):
+    rows, references = tables()
+    write_gm_maps(tmp_path)
     table = regional_agreement(rows, references, ["plus", "noise"])
     written = morphometry_figures(table, rows, references, ["plus", "noise"], tmp_path)
     assert [p.name for p in written] == ["morphometry_gm_ml.png", "morphometry_thickness_mm.png",
                                          "morphometry_voxelwise.png"]
     assert all(p.stat().st_size > 10_000 for p in written)
     assert (tmp_path / "morphometry" / "voxelwise_plus.nii.gz").is_file()
+
+
+def test_voxelwise_colour_bar_labels_stay_beside_their_bars(tmp_path):
+    """Each colour bar's unit label lies inside the figure and over no map (a long one ran into the t maps)."""
+    write_gm_maps(tmp_path)
+    fig = voxelwise_figure(tmp_path, SUBJECTS, ["plus", "noise"])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    maps = [ax.get_window_extent(renderer) for ax in fig.axes if ax.images and ax.get_title()]
+    labels = [ax.yaxis.label for ax in fig.axes if ax.yaxis.label.get_text()]
+    assert len(maps) == 12 and len(labels) == 4
+    for label in labels:
+        box = label.get_window_extent(renderer)
+        assert fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1, label.get_text()
+        assert not any(box.overlaps(m) for m in maps), label.get_text()
