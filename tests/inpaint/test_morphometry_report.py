@@ -6,6 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from inpaint.figures import _pyplot
 from inpaint.morphometry import REFERENCE_COLUMNS, REGION_NAMES, REGIONS
 from inpaint.morphometry_report import (
     morphometry_figures,
@@ -94,8 +95,10 @@ def test_voxelwise_colour_bar_labels_stay_beside_their_bars(tmp_path):
     renderer = fig.canvas.get_renderer()
     maps = [ax.get_window_extent(renderer) for ax in fig.axes if ax.images and ax.get_title()]
     labels = [ax.yaxis.label for ax in fig.axes if ax.yaxis.label.get_text()]
+    boxes = [(label.get_text(), label.get_window_extent(renderer)) for label in labels]
+    figure_box = fig.bbox
+    _pyplot().close(fig)
     assert len(maps) == 12 and len(labels) == 4
-    for label in labels:
-        box = label.get_window_extent(renderer)
-        assert fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1, label.get_text()
-        assert not any(box.overlaps(m) for m in maps), label.get_text()
+    for text, box in boxes:
+        assert figure_box.y0 <= box.y0 and box.y1 <= figure_box.y1, text
+        assert not any(box.overlaps(m) for m in maps), text
