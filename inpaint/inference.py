@@ -253,8 +253,8 @@ def infer_volume(
 
 
 def receptive_radius(generator: torch.nn.Module) -> int:
-    """In-plane voxels on each side that an acquired-slice generator's output depends on (its convs' halo; a
-    generator whose convs do not all run at full resolution states its own ``receptive_radius``)."""
+    """In-plane voxels on each side that an acquired-slice generator's output depends on: the ``receptive_radius``
+    it states, else its convs' halo (every conv at full resolution)."""
     stated = getattr(generator, "receptive_radius", None)
     if isinstance(stated, int):
         return stated
