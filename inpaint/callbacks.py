@@ -58,6 +58,9 @@ class PatchThroughput(L.Callback):
     batch size, which ``InpaintDataModule`` guarantees.
     """
 
+    def __init__(self) -> None:
+        self._reset()  # a run resumed from a last.ckpt written at an epoch's end starts with on_train_epoch_end
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset()
 

@@ -95,6 +95,16 @@ def test_resume_continues_exactly(tiny_root, tmp_path):
     assert [state["patches"] for state in work.values()] == [2 * 3 * 2]  # the resumed run kept counting
 
 
+def test_a_run_stopped_at_an_epoch_end_resumes_from_its_last_checkpoint(tiny_root, tmp_path):
+    # last.ckpt written as epoch 1 ended (max_steps): the resumed loop opens with on_train_epoch_end
+    base = [*quick_overrides(tiny_root, tmp_path), *SHRINK["slice_resnet"], "logger=csv", "trainer.max_epochs=4",
+            "trainer.limit_train_batches=2", "trainer.check_val_every_n_epoch=2"]
+    first = fit(load("slice_resnet", [*base, "trainer.max_steps=4"]))
+    resumed = fit(load("slice_resnet", [*base, "trainer.max_steps=6", f"ckpt_path={first['last_checkpoint']}"]))
+    last = torch.load(resumed["last_checkpoint"], map_location="cpu", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, 6)
+
+
 def test_resume_with_another_learning_rate_continues_at_it(tiny_root, tmp_path):
     first = fit(train_cfg(tiny_root, tmp_path, "trainer.max_epochs=1", "optim.lr=1e-3"))
     resumed = fit(train_cfg(tiny_root, tmp_path, f"ckpt_path={first['last_checkpoint']}", "optim.lr=1e-5"))  # a cool-down
