@@ -274,7 +274,7 @@ class ValidationHistory(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "val_shifted/"))}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "val_shifted/", "val_mean/"))}
         if self.monitor in metrics:
             self.epochs.append({"epoch": trainer.current_epoch, **metrics})
 

@@ -161,6 +161,7 @@ class Config:
     output_dir: str = "runs"  # a run writes to output_dir/experiment/TIMESTAMP (see run_dir)
     run_dir: str | None = None  # write to this folder as is (torchrun/SLURM/multi-node: give every process the same)
     ckpt_path: str | None = None  # resume from this checkpoint
+    select: str = "val/psnr"  # what best.ckpt maximises: val/psnr | val_mean/psnr_gain (mean of the plain and data.val_shifted gains)
     init_from: str | None = None  # start from this checkpoint's generator weights (a path or a pretrained name): fine-tuning
     resume: bool = False  # resume from the newest last.ckpt of this experiment
 
@@ -168,6 +169,7 @@ class Config:
 LOGGERS = ("csv", "wandb", "tensorboard", "none")
 PIPELINES = ("torchio", "resident")
 AGGREGATIONS = ("average", "hann")
+SELECTIONS = ("val/psnr", "val_mean/psnr_gain")
 
 
 def experiment_names() -> list[str]:
@@ -211,6 +213,11 @@ def _check_choices(cfg: DictConfig) -> None:
         raise ConfigError(
             f"inference.aggregation={cfg.inference.aggregation!r} is not one of {', '.join(AGGREGATIONS)}"
         )
+    if cfg.select not in SELECTIONS:
+        raise ConfigError(f"select={cfg.select!r} is not one of {', '.join(SELECTIONS)}")
+    if cfg.select == "val_mean/psnr_gain" and not cfg.data.val_shifted:
+        raise ConfigError("select=val_mean/psnr_gain needs a shifted val set: give data.val_shifted=FOLDER "
+                          "(scripts/make_shifted_val.py) or select=val/psnr")
     if "name" not in cfg.generator:
         raise ConfigError("generator.name is missing: set it in the experiment file or as generator.name=...")
     for key in ("patch_size", "batch_size"):

@@ -143,10 +143,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, config: dict, trainable: bool,
     trainer_cfg = {k: v for k, v in configuration.to_container(cfg.trainer).items() if v is not None}
     callbacks: list[L.Callback] = [SubjectRecorder(run_dir)] if cfg.data.record_subjects else []
     if trainable:
-        callbacks.append(ValidationHistory())
-        # best.ckpt: the best val/psnr; last.ckpt: every epoch (Lightning's save_last writes it only when a
+        callbacks.append(ValidationHistory(cfg.select))
+        # best.ckpt: the best cfg.select (val/psnr); last.ckpt: every epoch (Lightning's save_last writes it only when a
         # best checkpoint was saved in the same step, so a run whose validation stalls would resume from far back)
-        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/psnr",
+        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=cfg.select,
                                          mode="max", auto_insert_metric_name=False))
         callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                                          auto_insert_metric_name=False, enable_version_counter=False,
@@ -262,7 +262,7 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
 def report(result: dict[str, Any], cfg: DictConfig) -> None:
     m, last = result["metrics"], result.get("last_metrics", {})
     epoch = result.get("best_epoch")
-    when = f", epoch {epoch} (best val/psnr; last epoch {last['val/psnr']:.2f} dB)" if epoch is not None else ""
+    when = f", epoch {epoch} (best {cfg.select}; last epoch {last['val/psnr']:.2f} dB)" if epoch is not None else ""
     print(f"\n== {cfg.experiment}: validation on {len(result['val_subjects'])} subject(s), interval {cfg.data.interval}{when}")
     if "val/psnr" in m:
         print(f"   {cfg.generator.name:>12}: PSNR {m['val/psnr']:.2f} dB  SSIM {m['val/ssim']:.4f}  HFEN "
@@ -280,7 +280,7 @@ def report(result: dict[str, Any], cfg: DictConfig) -> None:
     run_dir = Path(result["run_dir"])
     print(f"   run folder:  {run_dir}\n   config:      {run_dir / 'config.yaml'}")
     if result["best_checkpoint"]:
-        print(f"   checkpoint:  {result['best_checkpoint']} (best val/psnr); last: {result['last_checkpoint']}")
+        print(f"   checkpoint:  {result['best_checkpoint']} (best {cfg.select}); last: {result['last_checkpoint']}")
     elif result["last_checkpoint"]:
         print(f"   checkpoint:  {result['last_checkpoint']} (last; no best without validation)")
     if cfg.logger == "csv" and not cfg.trainer.fast_dev_run:

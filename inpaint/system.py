@@ -269,11 +269,17 @@ class InpaintingModule(L.LightningModule):
         return {"pred": pred[None]}
 
     def on_validation_epoch_end(self) -> None:
+        """Logs ``{group}/{metric}`` per validation loader and, with both, ``val_mean/psnr_gain`` (their mean gain)."""
+        gains = []
         for group, means in self.val_means.items():
             for key, metric in means.items():
                 if metric.update_called:
-                    self.log(f"{group}/{key}", metric.compute(), prog_bar=key in ("psnr", "psnr_gain"), sync_dist=False)
+                    value = metric.compute()
+                    self.log(f"{group}/{key}", value, prog_bar=key in ("psnr", "psnr_gain"), sync_dist=False)
+                    gains += [value] if key == "psnr_gain" else []
                 metric.reset()
+        if len(gains) == len(VAL_GROUPS):
+            self.log("val_mean/psnr_gain", torch.stack(gains).mean(), sync_dist=False)
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 import subprocess
 import sys
@@ -210,14 +211,26 @@ def test_a_shifted_validation_set_is_reported_beside_the_val_subjects(tiny_root,
     shifted = tmp_path / "shifted"
     write_nifti(shifted / "sub-05_acq-gamma_T1w.nii.gz", (phantom(seed=5) / 1000) ** 1.6 * 1000)
     split = ["data.val_subjects=[sub-05]", "data.test_subjects=[sub-00]", f"data.val_shifted={shifted}"]
-    result = fit(train_cfg(tiny_root, tmp_path, *split, "trainer.max_epochs=1"))
+    result = fit(train_cfg(tiny_root, tmp_path, *split, "select=val_mean/psnr_gain"))
     m = result["metrics"]
     assert {"val/psnr_gain", "val_shifted/psnr_gain", "val_shifted/linear_psnr"} <= set(m)
     assert m["val_shifted/linear_psnr"] != pytest.approx(m["val/linear_psnr"], abs=1e-3)  # another volume was scored
-    header = (Path(result["run_dir"]) / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert "val_shifted/psnr_gain" in header and "val/psnr_gain" in header
+    assert m["val_mean/psnr_gain"] == pytest.approx((m["val/psnr_gain"] + m["val_shifted/psnr_gain"]) / 2, abs=1e-5)
+    rows = list(csv.DictReader((Path(result["run_dir"]) / "logs" / "metrics.csv").open()))
+    assert {"val_shifted/psnr_gain", "val/psnr_gain"} <= set(rows[0])
+    means = {int(r["epoch"]): float(r["val_mean/psnr_gain"]) for r in rows if r["val_mean/psnr_gain"]}
+    assert len(means) == 2 and result["best_epoch"] == max(means, key=means.get)  # best.ckpt follows select
+    best = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=False)
+    assert best["epoch"] == result["best_epoch"]
     validated = fit(load("linear", [*quick_overrides(tiny_root, tmp_path / "linear"), *split]))["metrics"]
     assert validated["val_shifted/psnr_gain"] == pytest.approx(0.0, abs=1e-6) and "val/psnr" in validated
+
+
+def test_selecting_by_the_shifted_gain_needs_a_shifted_val_set(tiny_root, tmp_path):
+    with pytest.raises(ConfigError, match="select=val_mean/psnr_gain needs a shifted val set: give data.val_shifted"):
+        load("slice_resnet", [*quick_overrides(tiny_root, tmp_path), "select=val_mean/psnr_gain"])
+    with pytest.raises(ConfigError, match="select='val/ssim' is not one of val/psnr, val_mean/psnr_gain"):
+        load("slice_resnet", [*quick_overrides(tiny_root, tmp_path), "select=val/ssim"])
 
 
 def test_a_shifted_validation_set_made_from_a_training_subject_is_refused(tiny_root, tmp_path):
