@@ -9,8 +9,9 @@
 # runs/ds002748_cpu), CAMPAIGN (the slice_resnet campaign's run folder, default runs/slice_resnet/campaign), THICK
 # (the thick-slice model's, default runs/slice_resnet/thick), LARGE (the CPU cool-down of the GPU-trained
 # slice_resnet_large, default runs/cooldown/slice_resnet_large), GPU_CKPT (the GPU campaign's training checkpoint),
-# SITE_INIT (the site A/B's start), SHIFTED (the shifted val set), CAPACITY_TIME (each capacity arm's trainer.max_time),
-# EVAL (evaluation folders, default eval-out/ds002748_cpu). Each training
+# SHIFTED (the shifted val set: all shifts at once), SHIFTED_ALL (every shift apart too), SITE_INIT (the site A/B's
+# start), SITE (its "on" arm, pretrained since 2026-12-05), THICK_INIT (the large thick twin's start), CAPACITY_TIME
+# (each capacity arm's trainer.max_time), EVAL (evaluation folders, default eval-out/ds002748_cpu). Each training
 # stage uses one torch thread (OMP_NUM_THREADS=1) so two stages can run side by side on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,12 @@ LARGE=${LARGE:-runs/cooldown/slice_resnet_large}
 GPU_CKPT=${GPU_CKPT:-runs/gpu_campaign/slice_resnet_large.last.ckpt}  # scripts/gpu_campaign.sh unpack puts it there
 SITE_INIT=${SITE_INIT:-$LARGE/checkpoints/best.ckpt}  # the site A/B's start: the shipped model's fp32 checkpoint
 [[ -f $SITE_INIT ]] || SITE_INIT=pretrained  # (or its committed fp16 export when the run folder is gone)
+SITE=${SITE:-runs/site/slice_resnet_large_on}  # the A/B's arm with site shifts; its last.ckpt (epoch 5, the best
+# val_mean/psnr_gain) is pretrained since 2026-12-05
+THICK_INIT=${THICK_INIT:-$SITE/checkpoints/last.ckpt}
+[[ -f $THICK_INIT ]] || THICK_INIT=pretrained
 SHIFTED=${SHIFTED:-data-shifted/ds002748_val_site}  # python scripts/make_shifted_val.py ... --shifts site
+SHIFTED_ALL=${SHIFTED_ALL:-data-shifted/ds002748_val}  # ... every shift apart and all at once (28 volumes)
 SPLIT=experiments/splits/ds002748.tsv
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
@@ -99,12 +105,14 @@ case ${1:-help} in
             augment.p="$([[ $arm == on ]] && echo 0.8 || echo 0)" data.val_shifted="$SHIFTED" data.batch_size=12 \
             data.samples_per_volume=32 trainer.accelerator=cpu trainer.check_val_every_n_epoch=2 trainer.max_steps=707 \
             logger=csv "${@:2}" ;;
-    train_slice_resnet_large_thick)  # issue 25: the thick-slice twin of the shipped pretrained, fine-tuned from it as
+    train_slice_resnet_large_thick)  # issue 25: the thick-slice twin of pretrained, fine-tuned from it as the small
         # pretrained-thick was from the small model (experiments/slice_resnet_thick.yaml with the large trunk, 2
-        # threads, batch 12), validated on the plain and the shifted val set; resumes
-        campaign slice_resnet_thick runs/slice_resnet/large_thick init_from="$SITE_INIT" generator.features=48 \
-            generator.blocks=10 generator.head_features=96 trainer.check_val_every_n_epoch=2 \
-            data.val_shifted="$SHIFTED" logger=csv "${@:2}" ;;
+        # threads, batch 12), with site shifts, lr x0.3 after 7 epochs, validated on the plain and the shifted val
+        # set, best.ckpt by their mean gain; resumes
+        campaign slice_resnet_thick runs/slice_resnet/large_thick init_from="$THICK_INIT" generator.features=48 \
+            generator.blocks=10 generator.head_features=96 augment.p=0.8 optim.step_epochs=7 optim.gamma=0.3 \
+            trainer.max_epochs=10 trainer.check_val_every_n_epoch=2 data.val_shifted="$SHIFTED" \
+            select=val_mean/psnr_gain logger=csv "${@:2}" ;;
     capacity_large | capacity_unshuffle)  # issue 25's capacity A/B from scratch at equal time (CAPACITY_TIME, default
         # 1 h of 2 threads): slice_resnet_large's trunk at batch 12 against the space-to-depth trunk; resumes
         arm=${1#capacity_}
@@ -144,13 +152,37 @@ case ${1:-help} in
             $PY -m inpaint.export "$THICK/checkpoints/best.ckpt" -o inpaint/assets/pretrained/slice_resnet_thick.ckpt \
                 --overwrite
         fi ;;
-    export_slice_resnet_large)  # the committed pretrained: the cool-down's best checkpoint, fp16 weights + settings only
-        $PY -m inpaint.export "$LARGE/checkpoints/best.ckpt" -o inpaint/assets/pretrained/slice_resnet_large.ckpt --overwrite ;;
+    export_slice_resnet_large)  # the committed pretrained, fp16 weights + settings only: the site A/B's "on" arm (until
+        # 2026-12-04: "$LARGE/checkpoints/best.ckpt", the cool-down's best, now SITE_INIT)
+        $PY -m inpaint.export "$SITE/checkpoints/last.ckpt" -o inpaint/assets/pretrained/slice_resnet_large.ckpt --overwrite ;;
+    export_slice_resnet_large_thick)  # the large thick twin: its best checkpoint (by val_mean/psnr_gain), fp16
+        $PY -m inpaint.export runs/slice_resnet/large_thick/checkpoints/best.ckpt \
+            -o inpaint/assets/pretrained/slice_resnet_large_thick.ckpt --overwrite ;;
     eval_large_intervals)  # the committed pretrained (slice_resnet_large) at intervals 2-8, thin, against linear and cubic
         for n in 2 3 4 5 6 7 8; do
             # shellcheck disable=SC2046
             evaluate "large_$n" "$PY" --methods linear,cubic $([[ $n == 5 ]] || echo --no-figures) --interval "$n" \
                 --checkpoint slice_resnet_large=inpaint/assets/pretrained/slice_resnet_large.ckpt
+        done ;;
+    eval_shifted)  # pretrained (thin) and pretrained-thick (thick) on the 28-volume shifted val set, each shift apart
+        # (python scripts/make_shifted_val.py --data "$DATA" --out "$SHIFTED_ALL"), then the gain per shift
+        for model in pretrained pretrained-thick; do
+            # shellcheck disable=SC2046
+            $PY -m inpaint.evaluate --data "$SHIFTED_ALL" --allow-seen --methods linear --checkpoint "$model=$model" \
+                $([[ $model == pretrained-thick ]] && echo --thick-slices) --no-figures --out "$EVAL/shifted_$model" --resume
+            $PY scripts/make_shifted_val.py --summarise "$EVAL/shifted_$model/metrics.csv"
+        done ;;
+    eval_shifted_panel)  # docs/figures/shifted_panel_sub-03.png: a val subject with all site shifts at once, restored
+        # by linear, pretrained before its site shifts (the file of commit 9f2a3cc) and pretrained
+        git show 9f2a3cc:inpaint/assets/pretrained/slice_resnet_large.ckpt > "$EVAL/large_one_site.ckpt"
+        $PY -m inpaint.evaluate --data "$SHIFTED" --allow-seen --subjects sub-03_acq-site --methods linear \
+            --checkpoint one_site="$EVAL/large_one_site.ckpt" --checkpoint pretrained=pretrained \
+            --panel-subject sub-03_acq-site --out "$EVAL/shifted_panel" --resume ;;
+    eval_large_thick_intervals)  # the committed pretrained-thick (slice_resnet_large_thick) at intervals 2-8, thick slices
+        for n in 2 3 4 5 6 7 8; do
+            # shellcheck disable=SC2046
+            evaluate "large_thick_$n" "$PY" --methods linear $([[ $n == 5 ]] || echo --no-figures) --interval "$n" \
+                --thick-slices --checkpoint slice_resnet_large_thick=inpaint/assets/pretrained/slice_resnet_large_thick.ckpt
         done ;;
     eval_slice_resnet_intervals)  # the committed any-interval model at intervals 2-8 (figures at 5), thin and thick
         for n in 2 3 4 5 6 7 8; do
@@ -222,6 +254,13 @@ case ${1:-help} in
         for n in 2 3 4 5 6 7 8; do
             rows+=("interval $n: linear=$EVAL/large_$n:linear" "interval $n: cubic=$EVAL/large_$n:cubic"
                    "interval $n: slice_resnet_large=$EVAL/large_$n:slice_resnet_large")
+        done
+        $PY -m inpaint.compare "${rows[@]}" ;;
+    table_large_thick)  # the committed pretrained-thick (slice_resnet_large_thick) at intervals 2-8 against linear
+        rows=()
+        for n in 2 3 4 5 6 7 8; do
+            rows+=("interval $n: linear=$EVAL/large_thick_$n:linear"
+                   "interval $n: slice_resnet_large_thick=$EVAL/large_thick_$n:slice_resnet_large_thick")
         done
         $PY -m inpaint.compare "${rows[@]}" ;;
     table_slice_resnet)  # the committed any-interval models at intervals 2-8 against linear and cubic (thin; thick)
