@@ -28,7 +28,9 @@ PRETRAINED_MODELS = {
     "pretrained": "slice_resnet_large.ckpt",  # the recommended model: the large acquired-slice generator, intervals 2-8
     "pretrained-slice-resnet-large": "slice_resnet_large.ckpt",
     "pretrained-slice-resnet": "slice_resnet.ckpt",  # the small one (375 k parameters, 3.4x faster), thin slices
-    "pretrained-thick": "slice_resnet_thick.ckpt",  # the small one fine-tuned on thick slices (slab means: real 2D scans)
+    "pretrained-thick": "slice_resnet_large_thick.ckpt",  # the large one fine-tuned on thick slices (slab means: real 2D scans)
+    "pretrained-slice-resnet-large-thick": "slice_resnet_large_thick.ckpt",
+    "pretrained-slice-resnet-thick": "slice_resnet_thick.ckpt",  # the small one on thick slices (3.4x faster)
     "pretrained-dense-unet": "dense_unet.ckpt",  # the small DenseUNet of the paper's design, interval 5 (docs/results.md)
 }
 

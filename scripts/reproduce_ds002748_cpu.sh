@@ -177,7 +177,8 @@ case ${1:-help} in
         git show 9f2a3cc:inpaint/assets/pretrained/slice_resnet_large.ckpt > "$EVAL/large_one_site.ckpt"
         $PY -m inpaint.evaluate --data "$SHIFTED" --allow-seen --subjects sub-03_acq-site --methods linear \
             --checkpoint one_site="$EVAL/large_one_site.ckpt" --checkpoint pretrained=pretrained \
-            --panel-subject sub-03_acq-site --out "$EVAL/shifted_panel" --resume ;;
+            --panel-subject sub-03_acq-site --out "$EVAL/shifted_panel" --resume
+        cp "$EVAL/shifted_panel/figures/panel_sub-03_acq-site.png" docs/figures/shifted_panel_sub-03.png ;;
     eval_large_thick_intervals)  # the committed pretrained-thick (slice_resnet_large_thick) at intervals 2-8, thick slices
         for n in 2 3 4 5 6 7 8; do
             # shellcheck disable=SC2046
@@ -212,6 +213,11 @@ case ${1:-help} in
         $PY scripts/learning_curve.py "slice_resnet (intervals 2-8)=$CAMPAIGN" --mark "lr 5e-4 -> 1.5e-4=30976:4.69" \
             --points "DenseUNet recipe (interval 5 only; docs/results.md)=2112:0.15,4224:0.71,6336:0.95,8448:1.07,10560:1.25" \
             --out docs/figures/learning_curve.png ;;
+    curve_site)  # docs/figures/site_ab_learning_curve.png and large_thick_learning_curve.png: plain and shifted val gain
+        $PY scripts/learning_curve.py "site shifts on (augment.p 0.8)=$SITE" \
+            "site shifts off=runs/site/slice_resnet_large_off" --out docs/figures/site_ab_learning_curve.png
+        $PY scripts/learning_curve.py "large thick twin (site shifts, thick slices)=runs/slice_resnet/large_thick" \
+            --mark "lr 5e-4 -> 1.5e-4=9856:1.46" --out docs/figures/large_thick_learning_curve.png ;;
     eval_ablation)  # the ablation checkpoints at interval 5 (each copies acquired slices back as trained)
         evaluate ablation "$PY" --methods linear --no-figures --checkpoint base="$(best ablation_base)" \
             --checkpoint plain_io="$(best ablation_plain_io)" --checkpoint intervals="$(best ablation_intervals)" ;;

@@ -26,7 +26,9 @@ def test_every_pretrained_name_has_its_file_and_card():
 @pytest.mark.parametrize(("name", "generator", "intervals"), [("pretrained-dense-unet", "dense_unet", "interval 5"),
                                                               ("pretrained", "slice_resnet", "intervals 2–8"),
                                                               ("pretrained-slice-resnet", "slice_resnet", "intervals 2–8"),
-                                                              ("pretrained-thick", "slice_resnet", "intervals 2–8")])
+                                                              ("pretrained-thick", "slice_resnet", "intervals 2–8"),
+                                                              ("pretrained-slice-resnet-thick", "slice_resnet",
+                                                               "intervals 2–8")])
 def test_each_card_matches_its_file(name, generator, intervals):
     path = PRETRAINED / PRETRAINED_MODELS[name]
     module = load_module(name)
