@@ -111,7 +111,7 @@ case ${1:-help} in
         # set, best.ckpt by their mean gain; resumes
         campaign slice_resnet_thick runs/slice_resnet/large_thick init_from="$THICK_INIT" generator.features=48 \
             generator.blocks=10 generator.head_features=96 augment.p=0.8 optim.step_epochs=7 optim.gamma=0.3 \
-            trainer.max_epochs=10 trainer.check_val_every_n_epoch=2 data.val_shifted="$SHIFTED" \
+            trainer.max_epochs=12 trainer.check_val_every_n_epoch=2 data.val_shifted="$SHIFTED" \
             select=val_mean/psnr_gain logger=csv "${@:2}" ;;
     capacity_large | capacity_unshuffle)  # issue 25's capacity A/B from scratch at equal time (CAPACITY_TIME, default
         # 1 h of 2 threads): slice_resnet_large's trunk at batch 12 against the space-to-depth trunk; resumes
