@@ -169,7 +169,8 @@ class Config:
 LOGGERS = ("csv", "wandb", "tensorboard", "none")
 PIPELINES = ("torchio", "resident")
 AGGREGATIONS = ("average", "hann")
-SELECTIONS = ("val/psnr", "val_mean/psnr_gain")
+MEAN_GAIN = "val_mean/psnr_gain"  # logged when data.val_shifted is set: the mean of the plain and the shifted val gain
+SELECTIONS = ("val/psnr", MEAN_GAIN)
 
 
 def experiment_names() -> list[str]:
@@ -215,8 +216,8 @@ def _check_choices(cfg: DictConfig) -> None:
         )
     if cfg.select not in SELECTIONS:
         raise ConfigError(f"select={cfg.select!r} is not one of {', '.join(SELECTIONS)}")
-    if cfg.select == "val_mean/psnr_gain" and not cfg.data.val_shifted:
-        raise ConfigError("select=val_mean/psnr_gain needs a shifted val set: give data.val_shifted=FOLDER "
+    if cfg.select == MEAN_GAIN and not cfg.data.val_shifted:
+        raise ConfigError(f"select={MEAN_GAIN} needs a shifted val set: give data.val_shifted=FOLDER "
                           "(scripts/make_shifted_val.py) or select=val/psnr")
     if "name" not in cfg.generator:
         raise ConfigError("generator.name is missing: set it in the experiment file or as generator.name=...")

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric
 
-from inpaint.config import AugmentConfig, InferenceConfig, LossConfig, ModelConfig, OptimConfig
+from inpaint.config import MEAN_GAIN, AugmentConfig, InferenceConfig, LossConfig, ModelConfig, OptimConfig
 from inpaint.constants import (
     ACQUIRED,
     GAPS,
@@ -279,7 +279,7 @@ class InpaintingModule(L.LightningModule):
                     gains += [value] if key == "psnr_gain" else []
                 metric.reset()
         if len(gains) == len(VAL_GROUPS):
-            self.log("val_mean/psnr_gain", torch.stack(gains).mean(), sync_dist=False)
+            self.log(MEAN_GAIN, torch.stack(gains).mean(), sync_dist=False)
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:
