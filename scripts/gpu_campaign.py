@@ -4,7 +4,7 @@
 
 1. smoke:    the imports (where each package comes from) and the device, in one process (the CPU dry run in the
              tests runs every stage end to end, so the GPU's seconds go to training);
-2. train:    ``slice_resnet_large`` (the model that would ship) with ``dense_unet_paper`` and ``unet3d`` side by
+2. train:    ``MAIN``, the model that would ship (``slice_resnet_unshuffle``), with ``dense_unet_paper`` and ``unet3d`` side by
              side on the one GPU, ``trainer.max_time`` = every second the other stages leave, on the committed
              split restricted to the carried subjects (no test subject travels); ``--resume`` continues the main
              model's training checkpoint of an earlier lease (``--dry-run``: one after the other, seconds each);
@@ -41,7 +41,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MAIN = "slice_resnet_large"  # the model that would ship: the campaign's most seconds, resumed lease after lease
+# The model that would ship: the campaign's most seconds, resumed lease after lease. Since 2026-12-05 the winner of
+# issue 25's capacity A/B (docs/results.md); the lease of 2026-12-04 trained slice_resnet_large (pretrained's start).
+MAIN = "slice_resnet_unshuffle"
 TRAINED = (MAIN, "dense_unet_paper", "unet3d")  # ours and the paper's two networks, side by side
 PREFLIGHT = ("torch", "lightning", "torchio", "SimpleITK", "nibabel", "omegaconf", "inpaint.fit", "inpaint.evaluate",
              "inpaint.export")
@@ -60,7 +62,9 @@ LIMITS = {"gpu": {"smoke": 45, "evaluate": 60, "report": 15, "train_grace": 30, 
 DRY_TRAIN_SECONDS = 2
 # GPU: fewer validations (a whole val volume's metrics run on the CPU, ~2 s) and the paper networks' patches from
 # resident volumes too, so that three trainings do not queue on the 16 cores.
-GPU_TRAIN = {MAIN: ["trainer.check_val_every_n_epoch=25"],
+# MAIN: a GPU's batch (its yaml's 12 is the CPU campaign's) and the CPU campaign's site shifts.
+GPU_TRAIN = {MAIN: ["trainer.check_val_every_n_epoch=25", "data.batch_size=48", "data.samples_per_volume=128",
+                    "data.queue_length=1024", "augment.p=0.8"],
              "dense_unet_paper": ["data.pipeline=resident"], "unet3d": ["data.pipeline=resident"]}
 # --dry-run: tiny widths per generator, and data settings for small phantoms (the test's: 36 x 40 x 36) on one thread.
 TINY = {"dense_unet": ["generator.features=4", "generator.layers_per_block=2"],

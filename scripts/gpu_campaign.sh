@@ -18,15 +18,15 @@
 #
 # Environment: PY (the Python; default python3, or .venv/bin/python for dry-run), SPLIT (default
 # experiments/splits/ds002748.tsv), TOTAL_S (run: wall seconds for the whole call, default 540), RESUME (default
-# runs/gpu_campaign/slice_resnet_large.last.ckpt).
+# runs/gpu_campaign/slice_resnet_unshuffle.last.ckpt).
 set -euo pipefail
 START=$SECONDS
 CALLER=$PWD  # --data and --out are relative to it
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
 SPLIT=${SPLIT:-experiments/splits/ds002748.tsv}
-RESUME=${RESUME:-runs/gpu_campaign/slice_resnet_large.last.ckpt}
-MAIN=slice_resnet_large
+MAIN=slice_resnet_unshuffle  # = scripts/gpu_campaign.py's MAIN
+RESUME=${RESUME:-runs/gpu_campaign/$MAIN.last.ckpt}
 BENCH_ARGS=(--device cuda --deadline 85 --batches 48)  # bench: every row within ~90 s on the H200, + batch 48
 LIMIT=$((64 * 1024 * 1024))        # what travels with a call: the working tree + .gpu
 MARGIN=$((1024 * 1024))            # kept free under LIMIT

@@ -9,7 +9,9 @@ folder; all are merged by step). Patches seen and CPU-hours come from the ``work
 CPU-hours are unknown (left out of that panel). A run that also validates on a shifted set
 (``data.val_shifted``: ``val_shifted/psnr_gain``) gets a dashed curve of it in the same colour. ``--points LABEL=PATCHES:GAIN,...`` adds curves known
 only as numbers; ``--mark TEXT=PATCHES:CPU_HOURS`` draws a labelled vertical line in both panels (e.g.
-where the learning rate dropped). Prints the table it plots.
+where the learning rate dropped). Prints the table it plots; ``--at 0.5,1,1.5`` also prints the runs side by side at
+those CPU-hours (an A/B at equal compute: each gain interpolated linearly between the two validations around it,
+blank outside a run's span).
 """
 
 from __future__ import annotations
@@ -51,6 +53,29 @@ def parse_points(spec: str) -> tuple[str, list[dict[str, float]]]:
     return label, [{"patches": float(p), "gain": float(g), "cpu_hours": math.nan, "shifted": math.nan} for p, g in pairs]
 
 
+def at_cpu_hours(points: list[dict[str, float]], hours: float, key: str) -> float:
+    """``key`` ("gain" or "shifted") at ``hours`` CPU-hours, interpolated linearly between the validations around it;
+    NaN outside the run's span or where the CPU-hours are unknown."""
+    timed = [(p["cpu_hours"], p[key]) for p in points if not math.isnan(p["cpu_hours"]) and not math.isnan(p[key])]
+    for (h0, v0), (h1, v1) in zip(timed, timed[1:], strict=False):
+        if h0 <= hours <= h1:
+            return v0 if h1 == h0 else v0 + (v1 - v0) * (hours - h0) / (h1 - h0)
+    return math.nan
+
+
+def print_at_cpu_hours(curves: list[tuple[str, list[dict[str, float]]]], hours: list[float]) -> None:
+    """The runs side by side at equal CPU-hours: plain (and shifted, where logged) val gain of each."""
+    columns = [(label, key) for label, points in curves for key in ("gain", "shifted")
+               if any(not math.isnan(p[key]) and not math.isnan(p["cpu_hours"]) for p in points)]
+    named = {"gain": "val gain (dB)", "shifted": "shifted val gain (dB)"}
+    print("## at equal CPU-hours\n| CPU-hours | " + " | ".join(f"{label}: {named[key]}" for label, key in columns) +
+          " |\n|---|" + "---|" * len(columns))
+    points_of = dict(curves)
+    for h in hours:
+        values = (at_cpu_hours(points_of[label], h, key) for label, key in columns)
+        print(f"| {h:.2f} | " + " | ".join("" if math.isnan(v) else f"{v:+.2f}" for v in values) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
@@ -59,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a labelled vertical line at these patches and CPU-hours")
     parser.add_argument("--batch", type=int, default=12, help="patches per step for logs without work/* columns")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    parser.add_argument("--at", type=lambda text: [float(v) for v in text.split(",")], default=[],
+                        metavar="HOURS,...", help="also print the runs side by side at these CPU-hours")
     args = parser.parse_args(argv)
     curves = [(label, read_run(Path(path), args.batch)) for label, _, path in (r.partition("=") for r in args.runs)]
     curves += [parse_points(spec) for spec in args.points]
@@ -84,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             if moved:
                 ax.plot([p[x] for p in moved], [p["shifted"] for p in moved], "s--", color=line.get_color(), ms=3,
                         label=f"{label}, shifted val")
+    if args.at:
+        print_at_cpu_hours(curves, args.at)
     for text, _, where in (m.rpartition("=") for m in args.mark):
         for ax, x in zip(axes, map(float, where.split(":")), strict=True):
             ax.axvline(x, color="grey", lw=0.8, ls=":")

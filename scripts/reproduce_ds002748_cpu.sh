@@ -11,8 +11,9 @@
 # slice_resnet_large, default runs/cooldown/slice_resnet_large), GPU_CKPT (the GPU campaign's training checkpoint),
 # SHIFTED (the shifted val set: all shifts at once), SHIFTED_ALL (every shift apart too), SITE_INIT (the site A/B's
 # start), SITE (its "on" arm, pretrained since 2026-12-05), THICK_INIT (the large thick twin's start), CAPACITY_TIME
-# (each capacity arm's trainer.max_time), EVAL (evaluation folders, default eval-out/ds002748_cpu). Each training
-# stage uses one torch thread (OMP_NUM_THREADS=1) so two stages can run side by side on 2 cores.
+# (each capacity arm's trainer.max_time), CAMPAIGN_THREADS (torch threads of a campaign stage, default 2), EVAL
+# (evaluation folders, default eval-out/ds002748_cpu). Each other training stage uses one torch thread
+# (OMP_NUM_THREADS=1) so two stages can run side by side on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -63,11 +64,11 @@ evaluate() {  # evaluate OUT PYTHON ARGS...: the test split, paper protocol unle
     $python -m inpaint.evaluate --data "$DATA" --split "$SPLIT" --split-name test --out "$EVAL/$out" --resume "$@"
 }
 
-campaign() {  # campaign EXPERIMENT RUN_DIR OVERRIDES...: a long run on 2 threads, resumed from RUN_DIR's last.ckpt
+campaign() {  # campaign EXPERIMENT RUN_DIR OVERRIDES...: a long run on CAMPAIGN_THREADS (2), resumed from RUN_DIR's last.ckpt
     local experiment=$1 run_dir=$2 last="$2/checkpoints/last.ckpt"
     shift 2
     # shellcheck disable=SC2046
-    OMP_NUM_THREADS=2 $PY -m inpaint.fit experiment="$experiment" data.root="$DATA" data.split="$SPLIT" \
+    OMP_NUM_THREADS=${CAMPAIGN_THREADS:-2} $PY -m inpaint.fit experiment="$experiment" data.root="$DATA" data.split="$SPLIT" \
         trainer.enable_progress_bar=false run_dir="$run_dir" $([[ -f $last ]] && echo "ckpt_path=$last") "$@"
 }
 
@@ -114,12 +115,24 @@ case ${1:-help} in
             trainer.max_epochs=12 trainer.check_val_every_n_epoch=2 data.val_shifted="$SHIFTED" \
             select=val_mean/psnr_gain logger=csv "${@:2}" ;;
     capacity_large | capacity_unshuffle)  # issue 25's capacity A/B from scratch at equal time (CAPACITY_TIME, default
-        # 1 h of 2 threads): slice_resnet_large's trunk at batch 12 against the space-to-depth trunk; resumes
+        # 1 h): slice_resnet_large's trunk at batch 12 against the space-to-depth trunk, both with site shifts as the
+        # shipped models are trained, so that the winner's run goes on as the campaign; resumes. 2026-12-05: both arms
+        # side by side, CAMPAIGN_THREADS=1 CAPACITY_TIME=00:02:00:00 (equal CPU-hours at every moment)
         arm=${1#capacity_}
         experiment=$([[ $arm == large ]] && echo slice_resnet_large || echo slice_resnet_unshuffle)
-        campaign "$experiment" "runs/capacity/$arm" data.batch_size=12 data.samples_per_volume=32 \
+        campaign "$experiment" "runs/capacity/$arm" data.batch_size=12 data.samples_per_volume=32 augment.p=0.8 \
             trainer.accelerator=cpu trainer.check_val_every_n_epoch=2 data.val_shifted="$SHIFTED" logger=csv \
             trainer.max_time="${CAPACITY_TIME:-00:01:00:00}" "${@:2}" ;;
+    campaign_unshuffle | cooldown_unshuffle)  # issue 25's campaign on the A/B's winner: its run goes on from last.ckpt on
+        # 2 threads with the A/B's settings, lr 5e-4 until UNSHUFFLE_TIME (cumulative trainer.max_time, the A/B's 2 h
+        # included; default 9 h: >= 15 CPU-hours in all), then the cool-down at lr 1.5e-4 for 1 h more; best.ckpt by the
+        # mean of the plain and the shifted val gain; resumes
+        lr=$([[ $1 == campaign_unshuffle ]] && echo 5e-4 || echo 1.5e-4)
+        hours=$([[ $1 == campaign_unshuffle ]] && echo "${UNSHUFFLE_TIME:-9}" || echo $(("${UNSHUFFLE_TIME:-9}" + 1)))
+        campaign slice_resnet_unshuffle runs/capacity/unshuffle data.batch_size=12 data.samples_per_volume=32 \
+            augment.p=0.8 trainer.accelerator=cpu trainer.check_val_every_n_epoch=2 data.val_shifted="$SHIFTED" \
+            logger=csv select=val_mean/psnr_gain optim.lr="$lr" trainer.max_time="00:$(printf %02d "$hours"):00:00" \
+            "${@:2}" ;;
     train_ablation_base)  # = train_ours stopped after its first epoch (same seed, queue and schedule so far)
         fit ablation_base dense_unet $DATA_ARGS $DENSE_SMALL $OURS $ABLATE ;;
     train_ablation_perceptual)  # + the paper's perceptual term (gamma 1e-6)
@@ -213,6 +226,10 @@ case ${1:-help} in
         $PY scripts/learning_curve.py "slice_resnet (intervals 2-8)=$CAMPAIGN" --mark "lr 5e-4 -> 1.5e-4=30976:4.69" \
             --points "DenseUNet recipe (interval 5 only; docs/results.md)=2112:0.15,4224:0.71,6336:0.95,8448:1.07,10560:1.25" \
             --out docs/figures/learning_curve.png ;;
+    curve_capacity)  # docs/figures/capacity_learning_curve.png: the capacity A/B's arms, plain and shifted val gain
+        $PY scripts/learning_curve.py "slice_resnet_large (48 wide, 1.34 M)=runs/capacity/large" \
+            "slice_resnet_unshuffle (64 wide on 2x2 cells, 2.39 M)=runs/capacity/unshuffle" \
+            --at 0.5,1,1.5,1.9 --out docs/figures/capacity_learning_curve.png ;;
     curve_site)  # docs/figures/site_ab_learning_curve.png and large_thick_learning_curve.png: plain and shifted val gain
         $PY scripts/learning_curve.py "site shifts on (augment.p 0.8)=$SITE" \
             "site shifts off=runs/site/slice_resnet_large_off" --out docs/figures/site_ab_learning_curve.png

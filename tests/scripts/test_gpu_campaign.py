@@ -20,7 +20,6 @@ from inpaint import config
 from tests.conftest import REPO, phantom, write_nifti
 
 SPLIT = REPO / "experiments" / "splits" / "ds002748.tsv"
-TRAINED = ("slice_resnet_large", "dense_unet_paper", "unet3d")
 STAGES = ("smoke", "train", "export", "evaluate")
 
 
@@ -34,6 +33,10 @@ def load_driver():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+MAIN = load_driver().MAIN  # the model that would ship (slice_resnet_unshuffle since 2026-12-05)
+TRAINED = (MAIN, "dense_unet_paper", "unet3d")
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +61,14 @@ def test_dry_run_passes_every_stage(dry_run):
         assert f"| {stage} | ok |" in report, stage
     assert "omegaconf from the unpacked bundle: yes" in report  # the site bundle was unpacked and used
     assert "carried subjects: 2 train, 1 val, 0 test" in report  # test subjects never travel
-    assert "slice_resnet_large from scratch" in report
+    assert f"{MAIN} from scratch" in report
     assert (out / "campaign.log").read_text().rstrip().endswith(f"campaign: done; results in {out}")
 
 
 def test_out_is_what_the_device_tool_brings_back(dry_run):
     _, out = dry_run
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == sorted(["campaign.log", "report.md", "results.tar.gz", "slice_resnet_large.train.part0",
+    assert files == sorted(["campaign.log", "report.md", "results.tar.gz", f"{MAIN}.train.part0",
                             *(f"{name}.ckpt" for name in TRAINED)])
     assert all((out / f).stat().st_size <= 16 * 2**20 for f in files)
     assert load_driver().check_out(out) == []
@@ -128,6 +131,8 @@ def test_the_gpu_commands_pass_their_own_parsers(tmp_path):
         assert cfg.trainer.accelerator == "cuda" and cfg.trainer.precision == "bf16-mixed"
         assert cfg.generator == config.load(cfg.experiment).generator  # the real widths, not tiny ones
         assert cfg.trainer.max_time == "00:00:03:30" and cfg.data.pipeline == "resident"  # 240 s less 30 s of start-up
+    main = config.from_argv(campaign.train_args(240)[MAIN])
+    assert (main.data.batch_size, main.augment.p) == (48, 0.8)  # a GPU's batch; the CPU campaign's site shifts
     script = (REPO / "scripts" / "gpu_campaign.sh").read_text()
     bench_argv = next(line for line in script.splitlines() if line.startswith("BENCH_ARGS=(")).split("(")[1].split(")")[0]
     assert bench.parse(bench_argv.replace("cuda", "cpu").split()).deadline == 85
@@ -146,8 +151,8 @@ def test_the_training_checkpoint_comes_back_in_parts_and_the_next_lease_resumes_
     driver = load_driver()
     _, out = dry_run
     joined = tmp_path / "last.ckpt"
-    joined.write_bytes(b"".join((out / f"slice_resnet_large.train.part{i}").read_bytes()
-                                for i in range(len(list(out.glob("slice_resnet_large.train.part*"))))))
+    joined.write_bytes(b"".join((out / f"{MAIN}.train.part{i}").read_bytes()
+                                for i in range(len(list(out.glob(f"{MAIN}.train.part*"))))))
     facts = driver.resume_facts(joined)
     assert facts["global_step"] > 0 and facts["train_seconds"] > 0
     big = tmp_path / "big.bin"
@@ -162,14 +167,14 @@ def test_the_training_checkpoint_comes_back_in_parts_and_the_next_lease_resumes_
     args = argparse.Namespace(data=tmp_path / "data", work=tmp_path / "work", out=tmp_path / "out", split=SPLIT,
                               budget=520.0, dry_run=False, resume=joined)
     fits = driver.Campaign(args).train_args(240)
-    main = config.from_argv(fits["slice_resnet_large"])
+    main = config.from_argv(fits[MAIN])
     total = 240 - 30 + int(facts["train_seconds"])  # Lightning's Timer restores the seconds already trained
     assert main.ckpt_path == str(joined) and main.trainer.max_time == f"00:00:{total // 60:02d}:{total % 60:02d}"
     assert config.from_argv(fits["unet3d"]).ckpt_path is None
     joined.write_bytes(joined.read_bytes()[:1000])  # a badly joined file: the lease trains from scratch, and says so
     campaign = driver.Campaign(argparse.Namespace(**{**vars(args), "resume": joined, "work": tmp_path / "work2"}))
     assert campaign.resumed == {} and "did not load" in campaign.resume_problem
-    assert config.from_argv(campaign.train_args(240)["slice_resnet_large"]).ckpt_path is None
+    assert config.from_argv(campaign.train_args(240)[MAIN]).ckpt_path is None
 
 
 def test_check_out_names_what_would_not_come_back(tmp_path):

@@ -39,3 +39,17 @@ def test_a_shifted_val_set_gets_its_own_column_and_curve(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| val PSNR gain (dB) | shifted val gain (dB) |" in printed
     assert "| 120 | 0.20 | +3.200 | +2.600 |" in printed and "| 240 | 0.40 | +3.100 | +2.700 |" in printed
+
+
+def test_runs_compare_at_equal_cpu_hours(tmp_path, capsys):
+    """--at: each run's gains interpolated between its validations, blank outside its span."""
+    header = "epoch,step,val/psnr_gain,val_shifted/psnr_gain,work/cpu_hours,work/patches_seen\n"
+    for name, rows in (("slow", "0,9,1.0,0.5,,\n,9,,,0.5,120\n1,19,2.0,1.5,,\n,19,,,1.5,240\n"),
+                       ("fast", "0,9,1.0,,,\n,9,,,0.2,120\n1,19,1.4,,,\n,19,,,0.6,240\n")):
+        (tmp_path / name / "logs").mkdir(parents=True)
+        (tmp_path / name / "logs" / "metrics.csv").write_text(header + rows)
+    assert load_script().main([f"slow={tmp_path / 'slow'}", f"fast={tmp_path / 'fast'}", "--at", "0.5,1",
+                               "--out", str(tmp_path / "curve.png")]) == 0
+    printed = capsys.readouterr().out
+    assert ("| CPU-hours | slow: val gain (dB) | slow: shifted val gain (dB) | fast: val gain (dB) |" in printed)
+    assert "| 0.50 | +1.00 | +0.50 | +1.30 |" in printed and "| 1.00 | +1.50 | +1.00 |  |" in printed
