@@ -125,11 +125,11 @@ case ${1:-help} in
             trainer.max_time="${CAPACITY_TIME:-00:01:00:00}" "${@:2}" ;;
     campaign_unshuffle | cooldown_unshuffle)  # issue 25's campaign on the A/B's winner: its run goes on from last.ckpt on
         # 2 threads with the A/B's settings, lr 5e-4 until UNSHUFFLE_TIME hours (cumulative trainer.max_time, the A/B's
-        # 2 included; default 11: 9 more at 1.2-1.8 CPU-hours per hour, >= 15 CPU-hours in all when the machine is not
-        # shared), then the cool-down at lr 1.5e-4 for 1 h more; best.ckpt by the mean of the plain and the shifted val
+        # 2 included; default 10: 8 more at ~1.97 CPU-hours per hour on a machine it has to itself, ~17 CPU-hours in
+        # all), then the cool-down at lr 1.5e-4 for 1 h more; best.ckpt by the mean of the plain and the shifted val
         # gain; resumes
         lr=$([[ $1 == campaign_unshuffle ]] && echo 5e-4 || echo 1.5e-4)
-        hours=$([[ $1 == campaign_unshuffle ]] && echo "${UNSHUFFLE_TIME:-11}" || echo $(("${UNSHUFFLE_TIME:-11}" + 1)))
+        hours=$([[ $1 == campaign_unshuffle ]] && echo "${UNSHUFFLE_TIME:-10}" || echo $(("${UNSHUFFLE_TIME:-10}" + 1)))
         campaign slice_resnet_unshuffle runs/capacity/unshuffle data.batch_size=12 data.samples_per_volume=32 \
             augment.p=0.8 trainer.accelerator=cpu trainer.check_val_every_n_epoch=2 data.val_shifted="$SHIFTED" \
             logger=csv select=val_mean/psnr_gain optim.lr="$lr" trainer.max_time="00:$(printf %02d "$hours"):00:00" \
