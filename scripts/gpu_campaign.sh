@@ -25,13 +25,14 @@ CALLER=$PWD  # --data and --out are relative to it
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
 SPLIT=${SPLIT:-experiments/splits/ds002748.tsv}
-MAIN=slice_resnet_unshuffle  # = scripts/gpu_campaign.py's MAIN
+MAIN=$(sed -n 's/^MAIN = "\(.*\)"$/\1/p' scripts/gpu_campaign.py)  # the model that would ship: gpu_campaign.py's MAIN
 RESUME=${RESUME:-runs/gpu_campaign/$MAIN.last.ckpt}
 BENCH_ARGS=(--device cuda --deadline 85 --batches 48)  # bench: every row within ~90 s on the H200, + batch 48
 LIMIT=$((64 * 1024 * 1024))        # what travels with a call: the working tree + .gpu
 MARGIN=$((1024 * 1024))            # kept free under LIMIT
 SUBJECT_BYTES=$((2 * 1024 * 1024)) # one ds002748 subject in data.tar.xz (~1.9 MiB)
 die() { echo "error: $*" >&2; exit 2; }
+[[ -n $MAIN ]] || die "scripts/gpu_campaign.py has no line MAIN = \"...\": the model to train is unknown"
 CLEANUP=()  # temporary folders, removed on exit
 trap 'rm -rf "${CLEANUP[@]}"' EXIT
 

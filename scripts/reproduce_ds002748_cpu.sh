@@ -45,6 +45,10 @@ DENSE_SMALL="generator.features=8 generator.layers_per_block=2"
 # inference (average, overlap 8) stored with it, as when docs/results.md was measured (dense_unet.yaml now says hann / 16).
 OURS="model.residual=true model.known_channel=true model.data_consistency=true callbacks.perceptual=null
       optim.lr=2e-3 optim.step_epochs=4 optim.gamma=0.3 inference.overlap=8 inference.aggregation=average"
+# The capacity A/B's recipe (issue 25), which its winner's campaign keeps: batch 12 on the CPU, site shifts, validated
+# every 2 epochs on the plain and the shifted val set.
+CAPACITY_ARGS="data.batch_size=12 data.samples_per_volume=32 augment.p=0.8 trainer.accelerator=cpu
+               trainer.check_val_every_n_epoch=2 data.val_shifted=$SHIFTED logger=csv"
 # Ablations: ours for one epoch (176 steps), one change each. An epoch is 44 training subjects x 48
 # patches / batch 12 = 176 steps, unless trainer.limit_train_batches is smaller.
 ABLATE="trainer.max_epochs=1 trainer.limit_train_batches=200"
@@ -120,9 +124,9 @@ case ${1:-help} in
         # side by side, CAMPAIGN_THREADS=1 CAPACITY_TIME=00:02:00:00 (equal CPU-hours at every moment)
         arm=${1#capacity_}
         experiment=$([[ $arm == large ]] && echo slice_resnet_large || echo slice_resnet_unshuffle)
-        campaign "$experiment" "runs/capacity/$arm" data.batch_size=12 data.samples_per_volume=32 augment.p=0.8 \
-            trainer.accelerator=cpu trainer.check_val_every_n_epoch=2 data.val_shifted="$SHIFTED" logger=csv \
-            trainer.max_time="${CAPACITY_TIME:-00:01:00:00}" "${@:2}" ;;
+        # shellcheck disable=SC2086
+        campaign "$experiment" "runs/capacity/$arm" $CAPACITY_ARGS trainer.max_time="${CAPACITY_TIME:-00:01:00:00}" \
+            "${@:2}" ;;
     campaign_unshuffle | cooldown_unshuffle)  # issue 25's campaign on the A/B's winner: its run goes on from last.ckpt on
         # 2 threads with the A/B's settings, lr 5e-4 until UNSHUFFLE_TIME hours (cumulative trainer.max_time, the A/B's
         # 2 included; default 10: 8 more at ~1.97 CPU-hours per hour on a machine it has to itself, ~17 CPU-hours in
@@ -130,10 +134,9 @@ case ${1:-help} in
         # gain; resumes
         lr=$([[ $1 == campaign_unshuffle ]] && echo 5e-4 || echo 1.5e-4)
         hours=$([[ $1 == campaign_unshuffle ]] && echo "${UNSHUFFLE_TIME:-10}" || echo $(("${UNSHUFFLE_TIME:-10}" + 1)))
-        campaign slice_resnet_unshuffle runs/capacity/unshuffle data.batch_size=12 data.samples_per_volume=32 \
-            augment.p=0.8 trainer.accelerator=cpu trainer.check_val_every_n_epoch=2 data.val_shifted="$SHIFTED" \
-            logger=csv select=val_mean/psnr_gain optim.lr="$lr" trainer.max_time="00:$(printf %02d "$hours"):00:00" \
-            "${@:2}" ;;
+        # shellcheck disable=SC2086
+        campaign slice_resnet_unshuffle runs/capacity/unshuffle $CAPACITY_ARGS select=val_mean/psnr_gain optim.lr="$lr" \
+            trainer.max_time="00:$(printf %02d "$hours"):00:00" "${@:2}" ;;
     train_ablation_base)  # = train_ours stopped after its first epoch (same seed, queue and schedule so far)
         fit ablation_base dense_unet $DATA_ARGS $DENSE_SMALL $OURS $ABLATE ;;
     train_ablation_perceptual)  # + the paper's perceptual term (gamma 1e-6)
