@@ -1,13 +1,16 @@
 """Stages of the one-call H200 campaign, run by ``scripts/gpu_campaign.sh`` after it unpacks the bundles.
 
-    python scripts/gpu_campaign.py --data DIR --work DIR --out DIR [--resume CKPT] [--dry-run] [--budget SECONDS]
+    python scripts/gpu_campaign.py --data DIR --work DIR --out DIR [--resume CKPT | --init CKPT] [--dry-run]
+                                   [--budget SECONDS]
 
 1. smoke:    the imports (where each package comes from) and the device, in one process (the CPU dry run in the
              tests runs every stage end to end, so the GPU's seconds go to training);
 2. train:    ``MAIN``, the model that would ship (``slice_resnet_unshuffle``), with ``dense_unet_paper`` and ``unet3d`` side by
              side on the one GPU, ``trainer.max_time`` = every second the other stages leave, on the committed
              split restricted to the carried subjects (no test subject travels); ``--resume`` continues the main
-             model's training checkpoint of an earlier lease (``--dry-run``: one after the other, seconds each);
+             model's training checkpoint of an earlier lease, ``--init`` starts it from a checkpoint's generator
+             weights (``init_from``: what a lease carries when the training checkpoint is too large; ``--dry-run``:
+             one after the other, seconds each);
 3. export:   each best (else last) checkpoint as fp16 (``python -m inpaint.export``), its step count, and the main
              model's training checkpoint in parts of at most 16 MiB (the next lease resumes it);
 4. evaluate: ``python -m inpaint.evaluate`` on the carried val subjects, linear and every trained network. The test
@@ -147,11 +150,11 @@ class Campaign:
         self.split = self.carried_split()
         self.resume_problem = ""
         try:
-            self.resumed = resume_facts(args.resume)
+            self.resumed = resume_facts(args.resume or args.init)
         except Exception as error:  # noqa: BLE001 - a bad resume file must not cost the lease: train from scratch
-            self.resume_problem = f"{args.resume} did not load ({type(error).__name__}: {str(error)[:120]})"
+            self.resume_problem = f"{args.resume or args.init} did not load ({type(error).__name__}: {str(error)[:120]})"
             print(f"campaign: {self.resume_problem}; {MAIN} trains from scratch", flush=True)
-            args.resume, self.resumed = None, {}
+            args.resume, args.init, self.resumed = None, None, {}
 
     def left(self) -> float:
         return self.args.budget - (time.monotonic() - self.start)
@@ -245,14 +248,15 @@ class Campaign:
     def train_args(self, seconds: int) -> dict[str, list[str]]:
         """``inpaint.fit`` arguments of each network, a window of ``seconds`` each: ``trainer.max_time`` is the window
         less the start-up (``--resume``: plus the training time the main model's checkpoint already holds, which
-        Lightning's Timer restores)."""
+        Lightning's Timer restores; ``--init``: its generator weights only, optimiser and Timer afresh)."""
         args = {}
         for e in TRAINED:
             resume = [f"ckpt_path={self.args.resume}"] if e == MAIN and self.args.resume else []
+            init = [f"init_from={self.args.init}"] if e == MAIN and self.args.init and not resume else []
             total = max(1, seconds - self.limits["startup"]) + (int(self.resumed["train_seconds"]) if resume else 0)
             max_time = f"00:{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
             args[e] = self.fit_args(e, f"trainer.max_time={max_time}", "logger=csv", "data.record_subjects=true",
-                                    f"run_dir={self.work / 'runs' / e}", *resume,
+                                    f"run_dir={self.work / 'runs' / e}", *resume, *init,
                                     *([] if self.dry else GPU_TRAIN.get(e, [])))
         return args
 
@@ -351,6 +355,8 @@ class Campaign:
                  f"- training: {', '.join(TRAINED)} {'one after the other' if self.dry else 'side by side'}, "
                  f"{self.train_seconds} s wall in all; {MAIN} "
                  + (f"resumed from step {self.resumed['global_step']} ({self.resumed['train_seconds']:.0f} s trained before)"
+                    if self.resumed and self.args.resume else
+                    f"from the generator weights of {self.args.init.name} (init_from; optimiser afresh)"
                     if self.resumed else "from scratch" + (f" ({self.resume_problem})" if self.resume_problem else "")),
                  f"- driver wall time: {time.monotonic() - self.start:.0f} s", "", "## Stages", "",
                  "| stage | status | seconds | note |", "|---|---|---|---|"]
@@ -400,7 +406,8 @@ def split_parts(source: Path, folder: Path, stem: str) -> int:
 
 
 def resume_facts(path: Path | None) -> dict:
-    """Step and training seconds (Lightning's Timer state) of the main model's checkpoint to resume; {} for none."""
+    """Step and training seconds (Lightning's Timer state) of the main model's checkpoint to resume or start from
+    (a training checkpoint or an ``inpaint.export`` of one); {} for none."""
     if path is None:
         return {}
     import torch
@@ -408,7 +415,7 @@ def resume_facts(path: Path | None) -> dict:
     state = torch.load(path, map_location="cpu", weights_only=False)
     experiment = state["hyper_parameters"]["config"]["experiment"]
     if experiment != MAIN:
-        raise ValueError(f"--resume {path}: a checkpoint of {experiment!r}, not of {MAIN!r}")
+        raise ValueError(f"{path}: a checkpoint of {experiment!r}, not of {MAIN!r}")
     timer = next((v for k, v in state.get("callbacks", {}).items() if k.startswith("Timer")), {})
     return {"global_step": int(state.get("global_step", 0)),
             "train_seconds": float(timer.get("time_elapsed", {}).get("train", 0.0))}
@@ -436,7 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="the folder that comes back (at most 8 files)")
     parser.add_argument("--split", type=Path, default=REPO / "experiments" / "splits" / "ds002748.tsv")
     parser.add_argument("--budget", type=float, default=520.0, help="seconds for all stages (default 520)")
-    parser.add_argument("--resume", type=Path, default=None, help=f"a {MAIN} training checkpoint of an earlier lease")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", type=Path, default=None, help=f"a {MAIN} training checkpoint of an earlier lease")
+    start.add_argument("--init", type=Path, default=None, help=f"a {MAIN} checkpoint whose generator weights start the "
+                       "training (fine-tuning: the optimiser starts afresh)")
     parser.add_argument("--dry-run", action="store_true", help="tiny networks, seconds of training, CPU")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))

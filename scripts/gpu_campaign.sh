@@ -4,7 +4,9 @@
 #   scripts/gpu_campaign.sh pack      here, before the call: .gpu/ = ../shared/gpu/bundle.sh's site bundle, the
 #                                     split's first val subject and as many of its training subjects as fit in the
 #                                     64 MiB that travel with a call (never a test subject), and RESUME's training
-#                                     checkpoint of the last lease if there is one
+#                                     checkpoint of the last lease if there is one (its generator weights alone, as
+#                                     fp16 for init_from, when the whole checkpoint leaves room for fewer than
+#                                     MIN_TRAIN training subjects)
 #   scripts/gpu_campaign.sh run       on the device (carry [".gpu"]): unpack into a temporary folder, then the
 #                                     stages of scripts/gpu_campaign.py within TOTAL_S seconds; results under $OUT
 #   scripts/gpu_campaign.sh bench     on the device (carry [".gpu"]): python -m benchmarks.bench on CUDA within
@@ -14,11 +16,13 @@
 #   scripts/gpu_campaign.sh dry-run --data DIR [--out DIR] [--resume CKPT]
 #                                     here, on the CPU: the same packing (a tiny site bundle from this Python's
 #                                     omegaconf, DIR's *_T1w.nii.gz), unpacking and stages, with tiny networks
-#                                     (--resume: a dry run's own training checkpoint, joined by unpack)
+#                                     (--resume: a dry run's own training checkpoint, joined by unpack, carried
+#                                     as pack carries RESUME)
 #
 # Environment: PY (the Python; default python3, or .venv/bin/python for dry-run), SPLIT (default
 # experiments/splits/ds002748.tsv), TOTAL_S (run: wall seconds for the whole call, default 540), RESUME (default
-# runs/gpu_campaign/slice_resnet_unshuffle.last.ckpt).
+# runs/gpu_campaign/slice_resnet_unshuffle.last.ckpt; RESUME=runs/capacity/unshuffle/checkpoints/last.ckpt: the CPU
+# campaign goes on on the GPU), MIN_TRAIN (default 4).
 set -euo pipefail
 START=$SECONDS
 CALLER=$PWD  # --data and --out are relative to it
@@ -31,6 +35,7 @@ BENCH_ARGS=(--device cuda --deadline 85 --batches 48)  # bench: every row within
 LIMIT=$((64 * 1024 * 1024))        # what travels with a call: the working tree + .gpu
 MARGIN=$((1024 * 1024))            # kept free under LIMIT
 SUBJECT_BYTES=$((2 * 1024 * 1024)) # one ds002748 subject in data.tar.xz (~1.9 MiB)
+MIN_TRAIN=${MIN_TRAIN:-4}  # training subjects a lease needs beside a whole training checkpoint (the lease of 2026-12-04 had 4)
 die() { echo "error: $*" >&2; exit 2; }
 [[ -n $MAIN ]] || die "scripts/gpu_campaign.py has no line MAIN = \"...\": the model to train is unknown"
 CLEANUP=()  # temporary folders, removed on exit
@@ -48,8 +53,26 @@ tree_bytes() {  # what the device tool sends besides .gpu: tracked and untracked
     git ls-files -co --exclude-standard -z | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}'
 }
 
-extra_bytes() {  # extra_bytes DIR: the resume checkpoint in DIR, if any
-    if [[ -f $1/resume.ckpt ]]; then stat -c %s "$1/resume.ckpt"; else echo 0; fi
+extra_bytes() {  # extra_bytes DIR: the resume checkpoint or the initial weights in DIR, if any
+    cat "$1"/resume.ckpt "$1"/init.ckpt 2>/dev/null | wc -c
+}
+
+carry_resume() {  # carry_resume DIR: RESUME into DIR as resume.ckpt if MIN_TRAIN training subjects still fit beside
+    # it (and the site bundle DIR/site.tar.xz, the tree, the val subject), else its generator weights as fp16 init.ckpt
+    local room
+    rm -f "$1/resume.ckpt" "$1/init.ckpt"
+    [[ -f $RESUME ]] || return 0
+    room=$((LIMIT - MARGIN - $(tree_bytes) - $(stat -c %s "$1/site.tar.xz") - $(stat -c %s "$RESUME")))
+    if ((room >= ($(subjects 0 | wc -l) + MIN_TRAIN) * SUBJECT_BYTES)); then
+        cp "$RESUME" "$1/resume.ckpt"
+        echo "resuming $RESUME"
+    else
+        "${PY:-.venv/bin/python}" -m inpaint.export "$RESUME" -o "$1/init.ckpt" --dtype fp16 > /dev/null \
+            || die "$RESUME: its generator weights could not be exported (see above)"
+        echo "$RESUME ($(($(stat -c %s "$RESUME") / 1024 / 1024)) MiB) leaves room for fewer than $MIN_TRAIN training" \
+             "subjects: its generator weights travel as fp16 ($(($(stat -c %s "$1/init.ckpt") / 1024)) KiB, init_from;" \
+             "the optimiser starts afresh)"
+    fi
 }
 
 carried() {  # carried DIR: bytes of the working tree + DIR's bundles; fails over LIMIT - MARGIN
@@ -63,8 +86,7 @@ pack() {  # .gpu/ for the real call, with ../shared/gpu/bundle.sh
     [[ -x $bundle ]] || die "$bundle not found: the site and data bundles are built by it"
     mkdir -p "$(git rev-parse --git-path info)"  # bundle.sh adds /.gpu/ to .git/info/exclude
     [[ -f .gpu/site.tar.xz ]] || "$bundle" 0 /dev/null  # the site bundle alone (built once)
-    rm -f .gpu/resume.ckpt
-    if [[ -f $RESUME ]]; then cp "$RESUME" .gpu/resume.ckpt; echo "resuming $RESUME"; fi
+    carry_resume .gpu
     # one more training subject than the estimate: the loop drops one while the carry is over
     n_train=$(((LIMIT - MARGIN - $(tree_bytes) - $(wc -c < .gpu/site.tar.xz) - $(extra_bytes .gpu)) / SUBJECT_BYTES \
         - $(subjects 0 | wc -l) + 1))
@@ -134,7 +156,6 @@ dry_pack() {  # dry_pack DATA DIR: bundles like bundle.sh's in DIR: omegaconf as
         gunzip -c "$data/${s}_T1w.nii.gz" > "$tmp/data/${s}_T1w.nii"
     done
     tar -C "$tmp/data" -cf - . | xz -T2 > "$dir/data.tar.xz"
-    carried "$dir"
 }
 
 run() {  # run BUNDLE_DIR [--dry-run]: unpack into a temporary folder, then the stages
@@ -152,6 +173,7 @@ run() {  # run BUNDLE_DIR [--dry-run]: unpack into a temporary folder, then the 
     export PYTHONPATH="$work/site:$REPO${PYTHONPATH:+:$PYTHONPATH}" WANDB_MODE=disabled PYTHONUNBUFFERED=1
     local budget=$((TOTAL_S - (SECONDS - START))) resume=()
     [[ -f $bundle/resume.ckpt ]] && resume=(--resume "$bundle/resume.ckpt")
+    [[ -f $bundle/init.ckpt ]] && resume=(--init "$bundle/init.ckpt")
     echo "unpacked in $((SECONDS - START)) s; $budget s left for the stages"
     timeout -k 10 "$budget" "$PY" scripts/gpu_campaign.py --data "$work/data" --work "$work" --out "$OUT" \
         --split "$SPLIT" --budget "$((budget - 20))" "${resume[@]}" "${@:2}" 2>&1 | tee "$OUT/campaign.log" || rc=$?
@@ -182,9 +204,10 @@ case ${1:-help} in
         PY=${PY:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)} TOTAL_S=${TOTAL_S:-1200}
         bundle=$(mktemp -d)
         CLEANUP+=("$bundle")
-        if [[ -n $resume ]]; then cp "$resume" "$bundle/resume.ckpt"; fi  # a dry run's own training checkpoint
         dry_pack "$data" "$bundle"
+        if [[ -n $resume ]]; then RESUME=$resume carry_resume "$bundle"; fi  # a dry run's own training checkpoint
+        carried "$bundle"
         OUT=${out:-${OUT:-$(mktemp -d)}}
         run "$bundle" --dry-run ;;
-    *) sed -n '2,23p' "$0"; exit 2 ;;
+    *) sed -n '2,25p' "$0"; exit 2 ;;
 esac

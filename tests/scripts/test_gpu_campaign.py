@@ -124,7 +124,7 @@ def test_the_gpu_commands_pass_their_own_parsers(tmp_path):
     for row in [r for r in split_rows() if r["split"] != "test"][:20]:
         (tmp_path / "data" / f"{row['subject']}_T1w.nii").touch()  # only the names are read
     args = argparse.Namespace(data=tmp_path / "data", work=tmp_path / "work", out=tmp_path / "out", split=SPLIT,
-                              budget=520.0, dry_run=False, resume=None)
+                              budget=520.0, dry_run=False, resume=None, init=None)
     campaign = load_driver().Campaign(args)
     for argv in campaign.train_args(240).values():
         cfg = config.from_argv(argv)
@@ -165,7 +165,7 @@ def test_the_training_checkpoint_comes_back_in_parts_and_the_next_lease_resumes_
     for row in [r for r in split_rows() if r["split"] != "test"][:8]:
         (tmp_path / "data" / f"{row['subject']}_T1w.nii").touch()
     args = argparse.Namespace(data=tmp_path / "data", work=tmp_path / "work", out=tmp_path / "out", split=SPLIT,
-                              budget=520.0, dry_run=False, resume=joined)
+                              budget=520.0, dry_run=False, resume=joined, init=None)
     fits = driver.Campaign(args).train_args(240)
     main = config.from_argv(fits[MAIN])
     total = 240 - 30 + int(facts["train_seconds"])  # Lightning's Timer restores the seconds already trained
@@ -175,6 +175,49 @@ def test_the_training_checkpoint_comes_back_in_parts_and_the_next_lease_resumes_
     campaign = driver.Campaign(argparse.Namespace(**{**vars(args), "resume": joined, "work": tmp_path / "work2"}))
     assert campaign.resumed == {} and "did not load" in campaign.resume_problem
     assert config.from_argv(campaign.train_args(240)[MAIN]).ckpt_path is None
+
+
+def test_a_checkpoint_too_large_to_carry_travels_as_fp16_weights_the_lease_starts_from(dry_run, tmp_path):
+    """pack's choice (carry_resume): the whole training checkpoint while MIN_TRAIN training subjects still fit beside it,
+    else its generator weights as fp16, which the main model starts from (init_from) with a fresh optimiser."""
+    _, out = dry_run
+    joined = tmp_path / "last.ckpt"
+    joined.write_bytes(b"".join((out / f"{MAIN}.train.part{i}").read_bytes()
+                                for i in range(len(list(out.glob(f"{MAIN}.train.part*"))))))
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "site.tar.xz").write_bytes(b"")
+
+    def carry(min_train: int) -> tuple[str, list[str]]:
+        env = {**os.environ, "PY": sys.executable, "RESUME": str(joined), "MIN_TRAIN": str(min_train)}
+        proc = subprocess.run(["bash", "-c", 'source scripts/gpu_campaign.sh && carry_resume "$0"', str(bundle)], cwd=REPO,
+                              env=env, capture_output=True, text=True, check=True)
+        return proc.stdout, sorted(p.name for p in bundle.iterdir())
+
+    said, carried = carry(1)
+    assert carried == ["resume.ckpt", "site.tar.xz"] and said.startswith("resuming")
+    said, carried = carry(1000)  # no room for 1,000 training subjects beside it: the weights alone
+    assert carried == ["init.ckpt", "site.tar.xz"] and "travel as fp16" in said
+    init = bundle / "init.ckpt"
+    state = torch.load(init, map_location="cpu", weights_only=False)
+    assert "optimizer_states" not in state and init.stat().st_size < joined.stat().st_size
+    assert all(v.dtype == torch.float16 for v in state["state_dict"].values() if v.is_floating_point())
+    (tmp_path / "data").mkdir()
+    for row in [r for r in split_rows() if r["split"] != "test"][:8]:
+        (tmp_path / "data" / f"{row['subject']}_T1w.nii").touch()
+    campaign = load_driver().Campaign(argparse.Namespace(data=tmp_path / "data", work=tmp_path / "work", out=tmp_path / "out",
+                                                         split=SPLIT, budget=520.0, dry_run=False, resume=None, init=init))
+    main = config.from_argv(campaign.train_args(240)[MAIN])
+    assert (main.init_from, main.ckpt_path, main.trainer.max_time) == (str(init), None, "00:00:03:30")  # a fresh Timer
+    assert config.from_argv(campaign.train_args(240)["unet3d"]).init_from is None
+    assert f"{MAIN} from the generator weights of init.ckpt" in campaign.report()
+    env = {**os.environ, "PY": sys.executable, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path), "MIN_TRAIN": "1000"}
+    proc = subprocess.run(["bash", "scripts/gpu_campaign.sh", "dry-run", "--data", str(out.parent / "data"), "--out",
+                           str(tmp_path / "lease2"), "--resume", str(joined)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900)  # the next lease, end to end, from the weights alone
+    report = (tmp_path / "lease2" / "report.md").read_text()
+    assert proc.returncode == 0 and "travel as fp16" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| train | ok |" in report and f"{MAIN} from the generator weights of init.ckpt" in report
 
 
 def test_check_out_names_what_would_not_come_back(tmp_path):
