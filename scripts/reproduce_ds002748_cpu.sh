@@ -10,7 +10,8 @@
 # (the thick-slice model's, default runs/slice_resnet/thick), LARGE (the CPU cool-down of the GPU-trained
 # slice_resnet_large, default runs/cooldown/slice_resnet_large), GPU_CKPT (the GPU campaign's training checkpoint),
 # SHIFTED (the shifted val set: all shifts at once), SHIFTED_ALL (every shift apart too), SITE_INIT (the site A/B's
-# start), SITE (its "on" arm, pretrained since 2026-12-05), THICK_INIT (the large thick twin's start), CAPACITY_TIME
+# start), SITE (its "on" arm, pretrained since 2026-12-05), THICK_INIT (the large thick twin's start), UNSHUFFLE_BEST
+# (the best checkpoint of the capacity A/B winner's campaign), CAPACITY_TIME
 # (each capacity arm's trainer.max_time), CAMPAIGN_THREADS (torch threads of a campaign stage, default 2), EVAL
 # (evaluation folders, default eval-out/ds002748_cpu). Each other training stage uses one torch thread
 # (OMP_NUM_THREADS=1) so two stages can run side by side on 2 cores.
@@ -31,6 +32,8 @@ SITE=${SITE:-runs/site/slice_resnet_large_on}  # the A/B's arm with site shifts;
 # val_mean/psnr_gain) is pretrained since 2026-12-05
 THICK_INIT=${THICK_INIT:-$SITE/checkpoints/last.ckpt}
 [[ -f $THICK_INIT ]] || THICK_INIT=pretrained
+UNSHUFFLE_BEST=${UNSHUFFLE_BEST:-runs/capacity/unshuffle/checkpoints/best-v1.ckpt}  # its campaign's best by
+# val_mean/psnr_gain (best.ckpt is the capacity A/B's, by val/psnr)
 SHIFTED=${SHIFTED:-data-shifted/ds002748_val_site}  # python scripts/make_shifted_val.py ... --shifts site
 SHIFTED_ALL=${SHIFTED_ALL:-data-shifted/ds002748_val}  # ... every shift apart and all at once (28 volumes)
 SPLIT=experiments/splits/ds002748.tsv
@@ -76,6 +79,35 @@ campaign() {  # campaign EXPERIMENT RUN_DIR OVERRIDES...: a long run on CAMPAIGN
         trainer.enable_progress_bar=false run_dir="$run_dir" $([[ -f $last ]] && echo "ckpt_path=$last") "$@"
 }
 
+intervals() {  # intervals PREFIX NAME=FILE ARGS...: the test split at intervals 2-8 (figures at 5) into EVAL/PREFIX_N
+    local prefix=$1 checkpoint=$2 n
+    shift 2
+    for n in 2 3 4 5 6 7 8; do
+        # shellcheck disable=SC2046
+        evaluate "${prefix}_$n" "$PY" $([[ $n == 5 ]] || echo --no-figures) --interval "$n" --checkpoint "$checkpoint" "$@"
+    done
+}
+
+interval_table() {  # interval_table PREFIX METHOD...: one inpaint.compare table of EVAL/PREFIX_2 ... PREFIX_8, a row
+    # per interval and METHOD (each scored against its folder's linear)
+    local prefix=$1 rows=() n method
+    shift
+    for n in 2 3 4 5 6 7 8; do
+        for method in "$@"; do rows+=("interval $n: $method=$EVAL/${prefix}_$n:$method"); done
+    done
+    $PY -m inpaint.compare "${rows[@]}"
+}
+
+thick_twin() {  # thick_twin RUN_DIR INIT OVERRIDES...: a thin model's thick-slice twin (experiments/slice_resnet_thick.yaml
+    # with the thin model's trunk in OVERRIDES), fine-tuned from INIT with site shifts, lr x0.3 after 7 epochs, 12 in
+    # all, validated on the plain and the shifted val set, best.ckpt by their mean gain; resumes
+    local run_dir=$1 init=$2
+    shift 2
+    campaign slice_resnet_thick "$run_dir" init_from="$init" augment.p=0.8 optim.step_epochs=7 optim.gamma=0.3 \
+        trainer.max_epochs=12 trainer.check_val_every_n_epoch=2 data.val_shifted="$SHIFTED" select=val_mean/psnr_gain \
+        logger=csv "$@"
+}
+
 morphometry() {  # morphometry OUT SPLIT ARGS...: evaluate --morphometry in the segment venv, ANTs on 2 threads
     local out=$1 split=$2
     shift 2
@@ -111,13 +143,13 @@ case ${1:-help} in
             data.samples_per_volume=32 trainer.accelerator=cpu trainer.check_val_every_n_epoch=2 trainer.max_steps=707 \
             logger=csv "${@:2}" ;;
     train_slice_resnet_large_thick)  # issue 25: the thick-slice twin of pretrained, fine-tuned from it as the small
-        # pretrained-thick was from the small model (experiments/slice_resnet_thick.yaml with the large trunk, 2
-        # threads, batch 12), with site shifts, lr x0.3 after 7 epochs, validated on the plain and the shifted val
-        # set, best.ckpt by their mean gain; resumes
-        campaign slice_resnet_thick runs/slice_resnet/large_thick init_from="$THICK_INIT" generator.features=48 \
-            generator.blocks=10 generator.head_features=96 augment.p=0.8 optim.step_epochs=7 optim.gamma=0.3 \
-            trainer.max_epochs=12 trainer.check_val_every_n_epoch=2 data.val_shifted="$SHIFTED" \
-            select=val_mean/psnr_gain logger=csv "${@:2}" ;;
+        # pretrained-thick was from the small model (the large trunk, 2 threads, batch 12; thick_twin above)
+        thick_twin runs/slice_resnet/large_thick "$THICK_INIT" generator.features=48 generator.blocks=10 \
+            generator.head_features=96 "${@:2}" ;;
+    train_unshuffle_thick)  # issue 25: the thick-slice twin of the capacity A/B's winner, fine-tuned from its campaign's
+        # best (UNSHUFFLE_BEST) as the large one was (thick_twin above)
+        thick_twin runs/slice_resnet/unshuffle_thick "$UNSHUFFLE_BEST" generator.features=64 generator.blocks=10 \
+            generator.head_features=96 generator.unshuffle=2 "${@:2}" ;;
     capacity_large | capacity_unshuffle)  # issue 25's capacity A/B from scratch at equal time (CAPACITY_TIME, default
         # 1 h): slice_resnet_large's trunk at batch 12 against the space-to-depth trunk, both with site shifts as the
         # shipped models are trained, so that the winner's run goes on as the campaign; resumes. 2026-12-05: both arms
@@ -176,11 +208,12 @@ case ${1:-help} in
         $PY -m inpaint.export runs/slice_resnet/large_thick/checkpoints/best.ckpt \
             -o inpaint/assets/pretrained/slice_resnet_large_thick.ckpt --overwrite ;;
     eval_large_intervals)  # the committed pretrained (slice_resnet_large) at intervals 2-8, thin, against linear and cubic
-        for n in 2 3 4 5 6 7 8; do
-            # shellcheck disable=SC2046
-            evaluate "large_$n" "$PY" --methods linear,cubic $([[ $n == 5 ]] || echo --no-figures) --interval "$n" \
-                --checkpoint slice_resnet_large=inpaint/assets/pretrained/slice_resnet_large.ckpt
-        done ;;
+        intervals large slice_resnet_large=inpaint/assets/pretrained/slice_resnet_large.ckpt --methods linear,cubic ;;
+    export_unshuffle)  # the capacity A/B's winner, fp16 weights + settings only: its campaign's best (UNSHUFFLE_BEST)
+        $PY -m inpaint.export "$UNSHUFFLE_BEST" -o inpaint/assets/pretrained/slice_resnet_unshuffle.ckpt --overwrite ;;
+    eval_unshuffle_intervals)  # that file at intervals 2-8, thin, against linear, cubic and today's pretrained
+        intervals unshuffle slice_resnet_unshuffle=inpaint/assets/pretrained/slice_resnet_unshuffle.ckpt \
+            --checkpoint pretrained=pretrained --methods linear,cubic ;;
     eval_shifted)  # pretrained (thin) and pretrained-thick (thick) on the 28-volume shifted val set, each shift apart
         # (python scripts/make_shifted_val.py --data "$DATA" --out "$SHIFTED_ALL"), then the gain per shift
         for model in pretrained pretrained-thick; do
@@ -197,11 +230,8 @@ case ${1:-help} in
             --panel-subject sub-03_acq-site --out "$EVAL/shifted_panel" --resume
         cp "$EVAL/shifted_panel/figures/panel_sub-03_acq-site.png" docs/figures/shifted_panel_sub-03.png ;;
     eval_large_thick_intervals)  # the committed pretrained-thick (slice_resnet_large_thick) at intervals 2-8, thick slices
-        for n in 2 3 4 5 6 7 8; do
-            # shellcheck disable=SC2046
-            evaluate "large_thick_$n" "$PY" --methods linear $([[ $n == 5 ]] || echo --no-figures) --interval "$n" \
-                --thick-slices --checkpoint slice_resnet_large_thick=inpaint/assets/pretrained/slice_resnet_large_thick.ckpt
-        done ;;
+        intervals large_thick slice_resnet_large_thick=inpaint/assets/pretrained/slice_resnet_large_thick.ckpt \
+            --methods linear --thick-slices ;;
     eval_slice_resnet_intervals)  # the committed any-interval model at intervals 2-8 (figures at 5), thin and thick
         for n in 2 3 4 5 6 7 8; do
             # shellcheck disable=SC2046
@@ -277,19 +307,11 @@ case ${1:-help} in
         $PY -m inpaint.compare "${rows[@]}" "interval 5: linear=$EVAL/ablation:linear" \
             "interval 5: random-interval net=$EVAL/ablation:intervals" "interval 5: base (trained at 5)=$EVAL/ablation:base" ;;
     table_large)  # the committed pretrained (slice_resnet_large) at intervals 2-8 against linear and cubic
-        rows=()
-        for n in 2 3 4 5 6 7 8; do
-            rows+=("interval $n: linear=$EVAL/large_$n:linear" "interval $n: cubic=$EVAL/large_$n:cubic"
-                   "interval $n: slice_resnet_large=$EVAL/large_$n:slice_resnet_large")
-        done
-        $PY -m inpaint.compare "${rows[@]}" ;;
+        interval_table large linear cubic slice_resnet_large ;;
+    table_unshuffle)  # the capacity A/B's winner at intervals 2-8 against linear, cubic and pretrained
+        interval_table unshuffle linear cubic pretrained slice_resnet_unshuffle ;;
     table_large_thick)  # the committed pretrained-thick (slice_resnet_large_thick) at intervals 2-8 against linear
-        rows=()
-        for n in 2 3 4 5 6 7 8; do
-            rows+=("interval $n: linear=$EVAL/large_thick_$n:linear"
-                   "interval $n: slice_resnet_large_thick=$EVAL/large_thick_$n:slice_resnet_large_thick")
-        done
-        $PY -m inpaint.compare "${rows[@]}" ;;
+        interval_table large_thick linear slice_resnet_large_thick ;;
     table_slice_resnet)  # the committed any-interval models at intervals 2-8 against linear and cubic (thin; thick)
         rows=()
         for n in 2 3 4 5 6 7 8; do
