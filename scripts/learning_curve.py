@@ -11,7 +11,8 @@ CPU-hours are unknown (left out of that panel). A run that also validates on a s
 only as numbers; ``--mark TEXT=PATCHES:CPU_HOURS`` draws a labelled vertical line in both panels (e.g.
 where the learning rate dropped). Prints the table it plots; ``--at 0.5,1,1.5`` also prints the runs side by side at
 those CPU-hours (an A/B at equal compute: each gain interpolated linearly between the two validations around it,
-blank outside a run's span).
+blank outside a run's span). ``--until-hours H`` leaves out the validations after H CPU-hours (an A/B whose winner's
+run went on as a campaign).
 """
 
 from __future__ import annotations
@@ -86,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     parser.add_argument("--at", type=lambda text: [float(v) for v in text.split(",")], default=[],
                         metavar="HOURS,...", help="also print the runs side by side at these CPU-hours")
+    parser.add_argument("--until-hours", type=float, default=math.inf, metavar="HOURS",
+                        help="leave out the validations after this many CPU-hours")
     args = parser.parse_args(argv)
-    curves = [(label, read_run(Path(path), args.batch)) for label, _, path in (r.partition("=") for r in args.runs)]
+    curves = [(label, [p for p in read_run(Path(path), args.batch) if not p["cpu_hours"] > args.until_hours])
+              for label, _, path in (r.partition("=") for r in args.runs)]
     curves += [parse_points(spec) for spec in args.points]
     import matplotlib
 

@@ -263,7 +263,12 @@ case ${1:-help} in
     curve_capacity)  # docs/figures/capacity_learning_curve.png: the capacity A/B's arms, plain and shifted val gain
         $PY scripts/learning_curve.py "slice_resnet_large (48 wide, 1.34 M)=runs/capacity/large" \
             "slice_resnet_unshuffle (64 wide on 2x2 cells, 2.39 M)=runs/capacity/unshuffle" \
-            --at 0.5,1,1.5,1.9 --out docs/figures/capacity_learning_curve.png ;;
+            --at 0.5,1,1.5,1.9 --until-hours 2.1 --out docs/figures/capacity_learning_curve.png ;;
+    curve_unshuffle)  # docs/figures/unshuffle_campaign_curve.png: the capacity A/B winner's whole run (the A/B, its
+        # campaign, the cool-down), plain and shifted val gain, beside where slice_resnet_large's H200 lease ended
+        $PY scripts/learning_curve.py "slice_resnet_unshuffle (A/B, then campaign)=runs/capacity/unshuffle" \
+            --points "slice_resnet_large after its H200 lease (plain val)=232848:3.18" \
+            --out docs/figures/unshuffle_campaign_curve.png ;;
     curve_site)  # docs/figures/site_ab_learning_curve.png and large_thick_learning_curve.png: plain and shifted val gain
         $PY scripts/learning_curve.py "site shifts on (augment.p 0.8)=$SITE" \
             "site shifts off=runs/site/slice_resnet_large_off" --out docs/figures/site_ab_learning_curve.png

@@ -53,3 +53,13 @@ def test_runs_compare_at_equal_cpu_hours(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert ("| CPU-hours | slow: val gain (dB) | slow: shifted val gain (dB) | fast: val gain (dB) |" in printed)
     assert "| 0.50 | +1.00 | +0.50 | +1.30 |" in printed and "| 1.00 | +1.50 | +1.00 |  |" in printed
+
+
+def test_until_hours_leaves_out_what_came_later(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    (run / "logs" / "metrics.csv").write_text("epoch,step,val/psnr_gain,work/cpu_hours,work/patches_seen\n"
+                                              "0,9,1.0,,\n,9,,0.5,120\n1,19,2.0,,\n,19,,1.5,240\n")
+    assert load_script().main([f"net={run}", "--until-hours", "1", "--out", str(tmp_path / "curve.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "| 120 | 0.50 | +1.000 |" in printed and "+2.000" not in printed
