@@ -57,19 +57,23 @@ extra_bytes() {  # extra_bytes DIR: the resume checkpoint or the initial weights
     cat "$1"/resume.ckpt "$1"/init.ckpt 2>/dev/null | wc -c
 }
 
+free_bytes() {  # free_bytes DIR: what LIMIT - MARGIN leaves beside the working tree and DIR's site bundle
+    echo $((LIMIT - MARGIN - $(tree_bytes) - $(stat -c %s "$1/site.tar.xz")))
+}
+
 carry_resume() {  # carry_resume DIR: RESUME into DIR as resume.ckpt if MIN_TRAIN training subjects still fit beside
     # it (and the site bundle DIR/site.tar.xz, the tree, the val subject), else its generator weights as fp16 init.ckpt
-    local room
+    local size
     rm -f "$1/resume.ckpt" "$1/init.ckpt"
     [[ -f $RESUME ]] || return 0
-    room=$((LIMIT - MARGIN - $(tree_bytes) - $(stat -c %s "$1/site.tar.xz") - $(stat -c %s "$RESUME")))
-    if ((room >= ($(subjects 0 | wc -l) + MIN_TRAIN) * SUBJECT_BYTES)); then
+    size=$(stat -c %s "$RESUME")
+    if (($(free_bytes "$1") - size >= ($(subjects 0 | wc -l) + MIN_TRAIN) * SUBJECT_BYTES)); then
         cp "$RESUME" "$1/resume.ckpt"
         echo "resuming $RESUME"
     else
         "${PY:-.venv/bin/python}" -m inpaint.export "$RESUME" -o "$1/init.ckpt" --dtype fp16 > /dev/null \
             || die "$RESUME: its generator weights could not be exported (see above)"
-        echo "$RESUME ($(($(stat -c %s "$RESUME") / 1024 / 1024)) MiB) leaves room for fewer than $MIN_TRAIN training" \
+        echo "$RESUME ($((size / 1024 / 1024)) MiB) leaves room for fewer than $MIN_TRAIN training" \
              "subjects: its generator weights travel as fp16 ($(($(stat -c %s "$1/init.ckpt") / 1024)) KiB, init_from;" \
              "the optimiser starts afresh)"
     fi
@@ -88,7 +92,7 @@ pack() {  # .gpu/ for the real call, with ../shared/gpu/bundle.sh
     [[ -f .gpu/site.tar.xz ]] || "$bundle" 0 /dev/null  # the site bundle alone (built once)
     carry_resume .gpu
     # one more training subject than the estimate: the loop drops one while the carry is over
-    n_train=$(((LIMIT - MARGIN - $(tree_bytes) - $(wc -c < .gpu/site.tar.xz) - $(extra_bytes .gpu)) / SUBJECT_BYTES \
+    n_train=$((($(free_bytes .gpu) - $(extra_bytes .gpu)) / SUBJECT_BYTES \
         - $(subjects 0 | wc -l) + 1))
     ((n_train >= 1)) || die "no room for a training subject beside the site bundle and the tree"
     list=$(mktemp)
