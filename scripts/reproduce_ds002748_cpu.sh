@@ -214,6 +214,12 @@ case ${1:-help} in
     eval_unshuffle_intervals)  # that file at intervals 2-8, thin, against linear, cubic and today's pretrained
         intervals unshuffle slice_resnet_unshuffle=inpaint/assets/pretrained/slice_resnet_unshuffle.ckpt \
             --checkpoint pretrained=pretrained --methods linear,cubic ;;
+    export_unshuffle_thick)  # the winner's thick twin (train_unshuffle_thick): its best checkpoint (by val_mean/psnr_gain)
+        $PY -m inpaint.export runs/slice_resnet/unshuffle_thick/checkpoints/best.ckpt \
+            -o inpaint/assets/pretrained/slice_resnet_unshuffle_thick.ckpt --overwrite ;;
+    eval_unshuffle_thick_intervals)  # that file at intervals 2-8, thick slices, against linear and today's pretrained-thick
+        intervals unshuffle_thick slice_resnet_unshuffle_thick=inpaint/assets/pretrained/slice_resnet_unshuffle_thick.ckpt \
+            --checkpoint pretrained-thick=pretrained-thick --methods linear --thick-slices ;;
     eval_shifted)  # pretrained (thin) and pretrained-thick (thick) on the 28-volume shifted val set, each shift apart
         # (python scripts/make_shifted_val.py --data "$DATA" --out "$SHIFTED_ALL"), then the gain per shift
         for model in pretrained pretrained-thick; do
@@ -315,6 +321,8 @@ case ${1:-help} in
         interval_table large linear cubic slice_resnet_large ;;
     table_unshuffle)  # the capacity A/B's winner at intervals 2-8 against linear, cubic and pretrained
         interval_table unshuffle linear cubic pretrained slice_resnet_unshuffle ;;
+    table_unshuffle_thick)  # the winner's thick twin at intervals 2-8 against linear and pretrained-thick
+        interval_table unshuffle_thick linear pretrained-thick slice_resnet_unshuffle_thick ;;
     table_large_thick)  # the committed pretrained-thick (slice_resnet_large_thick) at intervals 2-8 against linear
         interval_table large_thick linear slice_resnet_large_thick ;;
     table_slice_resnet)  # the committed any-interval models at intervals 2-8 against linear and cubic (thin; thick)
