@@ -11,8 +11,8 @@
 # slice_resnet_large, default runs/cooldown/slice_resnet_large), GPU_CKPT (the GPU campaign's training checkpoint),
 # SHIFTED (the shifted val set: all shifts at once), SHIFTED_ALL (every shift apart too), SITE_INIT (the site A/B's
 # start), SITE (its "on" arm, pretrained since 2026-12-05), THICK_INIT (the large thick twin's start), UNSHUFFLE_BEST
-# (the best checkpoint of the capacity A/B winner's campaign), CAPACITY_TIME
-# (each capacity arm's trainer.max_time), CAMPAIGN_THREADS (torch threads of a campaign stage, default 2), EVAL
+# (the best checkpoint of the capacity A/B winner's campaign), UNSHUFFLE_TIME and COOLDOWN_TIME (the ends of that
+# campaign's two phases), CAPACITY_TIME (each capacity arm's trainer.max_time), CAMPAIGN_THREADS (torch threads of a campaign stage, default 2), EVAL
 # (evaluation folders, default eval-out/ds002748_cpu). Each other training stage uses one torch thread
 # (OMP_NUM_THREADS=1) so two stages can run side by side on 2 cores.
 set -euo pipefail
@@ -160,15 +160,16 @@ case ${1:-help} in
         campaign "$experiment" "runs/capacity/$arm" $CAPACITY_ARGS trainer.max_time="${CAPACITY_TIME:-00:01:00:00}" \
             "${@:2}" ;;
     campaign_unshuffle | cooldown_unshuffle)  # issue 25's campaign on the A/B's winner: its run goes on from last.ckpt on
-        # 2 threads with the A/B's settings, lr 5e-4 until UNSHUFFLE_TIME hours (cumulative trainer.max_time, the A/B's
-        # 2 included; default 10: 8 more at ~1.97 CPU-hours per hour on a machine it has to itself, ~17 CPU-hours in
-        # all), then the cool-down at lr 1.5e-4 for 1 h more; best.ckpt by the mean of the plain and the shifted val
-        # gain; resumes
+        # 2 threads with the A/B's settings, lr 5e-4 until UNSHUFFLE_TIME (HH:MM of cumulative trainer.max_time, the
+        # A/B's 2 h included; default 05:43: 2026-12-05 it was stopped by hand at epoch 90, 8.8 CPU-hours, after its val
+        # gain had stayed at +3.25-3.33 dB for 1.2 CPU-hours), then the cool-down at lr 1.5e-4 until COOLDOWN_TIME
+        # (default 09:00, ~15 CPU-hours in all at ~1.9 CPU-hours per hour on a machine it has to itself); best.ckpt by
+        # the mean of the plain and the shifted val gain; resumes
         lr=$([[ $1 == campaign_unshuffle ]] && echo 5e-4 || echo 1.5e-4)
-        hours=$([[ $1 == campaign_unshuffle ]] && echo "${UNSHUFFLE_TIME:-10}" || echo $(("${UNSHUFFLE_TIME:-10}" + 1)))
+        until=$([[ $1 == campaign_unshuffle ]] && echo "${UNSHUFFLE_TIME:-05:43}" || echo "${COOLDOWN_TIME:-09:00}")
         # shellcheck disable=SC2086
         campaign slice_resnet_unshuffle runs/capacity/unshuffle $CAPACITY_ARGS select=val_mean/psnr_gain optim.lr="$lr" \
-            trainer.max_time="00:$(printf %02d "$hours"):00:00" "${@:2}" ;;
+            trainer.max_time="00:$until:00" "${@:2}" ;;
     train_ablation_base)  # = train_ours stopped after its first epoch (same seed, queue and schedule so far)
         fit ablation_base dense_unet $DATA_ARGS $DENSE_SMALL $OURS $ABLATE ;;
     train_ablation_perceptual)  # + the paper's perceptual term (gamma 1e-6)
@@ -274,7 +275,7 @@ case ${1:-help} in
         # campaign, the cool-down), plain and shifted val gain, beside where slice_resnet_large's H200 lease ended
         $PY scripts/learning_curve.py "slice_resnet_unshuffle (A/B, then campaign)=runs/capacity/unshuffle" \
             --points "slice_resnet_large after its H200 lease (plain val)=232848:3.18" \
-            --out docs/figures/unshuffle_campaign_curve.png ;;
+            --mark "lr 5e-4 -> 1.5e-4=128124:8.80" --out docs/figures/unshuffle_campaign_curve.png ;;
     curve_site)  # docs/figures/site_ab_learning_curve.png and large_thick_learning_curve.png: plain and shifted val gain
         $PY scripts/learning_curve.py "site shifts on (augment.p 0.8)=$SITE" \
             "site shifts off=runs/site/slice_resnet_large_off" --out docs/figures/site_ab_learning_curve.png
