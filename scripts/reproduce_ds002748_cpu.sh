@@ -12,8 +12,8 @@
 # SHIFTED (the shifted val set: all shifts at once), SHIFTED_ALL (every shift apart too), SITE_INIT (the site A/B's
 # start), SITE (its "on" arm, pretrained since 2026-12-05), THICK_INIT (the large thick twin's start), UNSHUFFLE_BEST
 # (the best checkpoint of the capacity A/B winner's campaign), UNSHUFFLE_TIME and COOLDOWN_TIME (the ends of that
-# campaign's two phases), CAPACITY_TIME (each capacity arm's trainer.max_time), CAMPAIGN_THREADS (torch threads of a campaign stage, default 2), EVAL
-# (evaluation folders, default eval-out/ds002748_cpu). Each other training stage uses one torch thread
+# campaign's two phases), CAPACITY_TIME (each capacity arm's trainer.max_time), CAMPAIGN_THREADS (torch threads of a
+# campaign stage, default 2), EVAL (evaluation folders, default eval-out/ds002748_cpu). Each other training stage uses one torch thread
 # (OMP_NUM_THREADS=1) so two stages can run side by side on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
