@@ -25,9 +25,10 @@ if TYPE_CHECKING:  # Lightning takes ~2 s to import: only load_module needs it
 PRETRAINED = Path(__file__).resolve().parent / "assets" / "pretrained"
 # --checkpoint NAME -> the committed file in PRETRAINED; its model card is the file's stem + .md beside it.
 PRETRAINED_MODELS = {
-    "pretrained": "slice_resnet_large.ckpt",  # the recommended model: the large acquired-slice generator, intervals 2-8
-    "pretrained-slice-resnet-large": "slice_resnet_large.ckpt",
-    "pretrained-slice-resnet": "slice_resnet.ckpt",  # the small one (375 k parameters, 3.4x faster), thin slices
+    "pretrained": "slice_resnet_unshuffle.ckpt",  # the recommended model: the space-to-depth acquired-slice generator
+    "pretrained-slice-resnet-unshuffle": "slice_resnet_unshuffle.ckpt",  # (intervals 2-8, thin slices)
+    "pretrained-slice-resnet-large": "slice_resnet_large.ckpt",  # pretrained until 2026-12-05 (1.7x slower)
+    "pretrained-slice-resnet": "slice_resnet.ckpt",  # the small one (375 k parameters, 3.4x faster than the large)
     "pretrained-thick": "slice_resnet_large_thick.ckpt",  # the large one fine-tuned on thick slices (slab means: real 2D scans)
     "pretrained-slice-resnet-large-thick": "slice_resnet_large_thick.ckpt",
     "pretrained-slice-resnet-thick": "slice_resnet_thick.ckpt",  # the small one on thick slices (3.4x faster)

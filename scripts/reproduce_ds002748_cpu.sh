@@ -5,15 +5,16 @@
 #   bash scripts/reproduce_ds002748_cpu.sh STAGE      # STAGE: see the case list at the bottom
 #
 # Environment: PY (python, default .venv/bin/python), SEGMENT_PY (python with antspyx, default
-# .venv-segment/bin/python), DATA (default ../shared/data/ds002748), RUNS (training runs, default
-# runs/ds002748_cpu), CAMPAIGN (the slice_resnet campaign's run folder, default runs/slice_resnet/campaign), THICK
-# (the thick-slice model's, default runs/slice_resnet/thick), LARGE (the CPU cool-down of the GPU-trained
-# slice_resnet_large, default runs/cooldown/slice_resnet_large), GPU_CKPT (the GPU campaign's training checkpoint),
-# SHIFTED (the shifted val set: all shifts at once), SHIFTED_ALL (every shift apart too), SITE_INIT (the site A/B's
-# start), SITE (its "on" arm, pretrained since 2026-12-05), THICK_INIT (the large thick twin's start), UNSHUFFLE_BEST
-# (the best checkpoint of the capacity A/B winner's campaign), UNSHUFFLE_TIME and COOLDOWN_TIME (the ends of that
-# campaign's two phases), CAPACITY_TIME (each capacity arm's trainer.max_time), CAMPAIGN_THREADS (torch threads of a
-# campaign stage, default 2), EVAL (evaluation folders, default eval-out/ds002748_cpu). Each other training stage uses one torch thread
+# .venv-segment/bin/python), DATA (default ../shared/data/ds002748), RUNS (training runs, default runs/ds002748_cpu),
+# CAMPAIGN (the slice_resnet campaign's run folder, default runs/slice_resnet/campaign), THICK (the thick-slice model's,
+# default runs/slice_resnet/thick), LARGE (the CPU cool-down of the GPU-trained slice_resnet_large, default
+# runs/cooldown/slice_resnet_large), GPU_CKPT (the GPU campaign's training checkpoint), SHIFTED (the shifted val set:
+# all shifts at once), SHIFTED_ALL (every shift apart too), SITE_INIT (the site A/B's start), SITE (its "on" arm,
+# pretrained on 2026-12-05 before slice_resnet_unshuffle), THICK_INIT (the large thick twin's start), LARGE_THICK (that
+# twin's run folder), UNSHUFFLE_BEST (the best checkpoint of the capacity A/B winner's campaign), UNSHUFFLE_TIME and
+# COOLDOWN_TIME (the ends of that campaign's two phases), UNSHUFFLE_THICK (the winner's thick twin's run folder),
+# CAPACITY_TIME (each capacity arm's trainer.max_time), CAMPAIGN_THREADS (torch threads of a campaign stage, default 2),
+# EVAL (evaluation folders, default eval-out/ds002748_cpu). Each other training stage uses one torch thread
 # (OMP_NUM_THREADS=1) so two stages can run side by side on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,13 +28,16 @@ THICK=${THICK:-runs/slice_resnet/thick}
 LARGE=${LARGE:-runs/cooldown/slice_resnet_large}
 GPU_CKPT=${GPU_CKPT:-runs/gpu_campaign/slice_resnet_large.last.ckpt}  # scripts/gpu_campaign.sh unpack puts it there
 SITE_INIT=${SITE_INIT:-$LARGE/checkpoints/best.ckpt}  # the site A/B's start: the shipped model's fp32 checkpoint
-[[ -f $SITE_INIT ]] || SITE_INIT=pretrained  # (or its committed fp16 export when the run folder is gone)
+[[ -f $SITE_INIT ]] || SITE_INIT=pretrained-slice-resnet-large  # (or its committed fp16 export when the run folder
+# is gone: since 2026-12-05 the site-robust version)
 SITE=${SITE:-runs/site/slice_resnet_large_on}  # the A/B's arm with site shifts; its last.ckpt (epoch 5, the best
-# val_mean/psnr_gain) is pretrained since 2026-12-05
+# val_mean/psnr_gain) is pretrained-slice-resnet-large
 THICK_INIT=${THICK_INIT:-$SITE/checkpoints/last.ckpt}
-[[ -f $THICK_INIT ]] || THICK_INIT=pretrained
+[[ -f $THICK_INIT ]] || THICK_INIT=pretrained-slice-resnet-large
+LARGE_THICK=${LARGE_THICK:-runs/slice_resnet/large_thick}  # train_slice_resnet_large_thick
 UNSHUFFLE_BEST=${UNSHUFFLE_BEST:-runs/capacity/unshuffle/checkpoints/best-v1.ckpt}  # its campaign's best by
 # val_mean/psnr_gain (best.ckpt is the capacity A/B's, by val/psnr)
+UNSHUFFLE_THICK=${UNSHUFFLE_THICK:-runs/slice_resnet/unshuffle_thick}  # its thick twin (train_unshuffle_thick)
 SHIFTED=${SHIFTED:-data-shifted/ds002748_val_site}  # python scripts/make_shifted_val.py ... --shifts site
 SHIFTED_ALL=${SHIFTED_ALL:-data-shifted/ds002748_val}  # ... every shift apart and all at once (28 volumes)
 SPLIT=experiments/splits/ds002748.tsv
@@ -142,13 +146,13 @@ case ${1:-help} in
             augment.p="$([[ $arm == on ]] && echo 0.8 || echo 0)" data.val_shifted="$SHIFTED" data.batch_size=12 \
             data.samples_per_volume=32 trainer.accelerator=cpu trainer.check_val_every_n_epoch=2 trainer.max_steps=707 \
             logger=csv "${@:2}" ;;
-    train_slice_resnet_large_thick)  # issue 25: the thick-slice twin of pretrained, fine-tuned from it as the small
+    train_slice_resnet_large_thick)  # issue 25: the thick-slice twin of slice_resnet_large, fine-tuned from it as the small
         # pretrained-thick was from the small model (the large trunk, 2 threads, batch 12; thick_twin above)
-        thick_twin runs/slice_resnet/large_thick "$THICK_INIT" generator.features=48 generator.blocks=10 \
+        thick_twin "$LARGE_THICK" "$THICK_INIT" generator.features=48 generator.blocks=10 \
             generator.head_features=96 "${@:2}" ;;
     train_unshuffle_thick)  # issue 25: the thick-slice twin of the capacity A/B's winner, fine-tuned from its campaign's
         # best (UNSHUFFLE_BEST) as the large one was (thick_twin above)
-        thick_twin runs/slice_resnet/unshuffle_thick "$UNSHUFFLE_BEST" generator.features=64 generator.blocks=10 \
+        thick_twin "$UNSHUFFLE_THICK" "$UNSHUFFLE_BEST" generator.features=64 generator.blocks=10 \
             generator.head_features=96 generator.unshuffle=2 "${@:2}" ;;
     capacity_large | capacity_unshuffle)  # issue 25's capacity A/B from scratch at equal time (CAPACITY_TIME, default
         # 1 h): slice_resnet_large's trunk at batch 12 against the space-to-depth trunk, both with site shifts as the
@@ -202,25 +206,25 @@ case ${1:-help} in
             $PY -m inpaint.export "$THICK/checkpoints/best.ckpt" -o inpaint/assets/pretrained/slice_resnet_thick.ckpt \
                 --overwrite
         fi ;;
-    export_slice_resnet_large)  # the committed pretrained, fp16 weights + settings only: the site A/B's "on" arm (until
+    export_slice_resnet_large)  # pretrained-slice-resnet-large, fp16 weights + settings only: the site A/B's "on" arm (until
         # 2026-12-04: "$LARGE/checkpoints/best.ckpt", the cool-down's best, now SITE_INIT)
         $PY -m inpaint.export "$SITE/checkpoints/last.ckpt" -o inpaint/assets/pretrained/slice_resnet_large.ckpt --overwrite ;;
     export_slice_resnet_large_thick)  # the large thick twin: its best checkpoint (by val_mean/psnr_gain), fp16
-        $PY -m inpaint.export runs/slice_resnet/large_thick/checkpoints/best.ckpt \
+        $PY -m inpaint.export "$LARGE_THICK/checkpoints/best.ckpt" \
             -o inpaint/assets/pretrained/slice_resnet_large_thick.ckpt --overwrite ;;
-    eval_large_intervals)  # the committed pretrained (slice_resnet_large) at intervals 2-8, thin, against linear and cubic
+    eval_large_intervals)  # pretrained-slice-resnet-large at intervals 2-8, thin, against linear and cubic
         intervals large slice_resnet_large=inpaint/assets/pretrained/slice_resnet_large.ckpt --methods linear,cubic ;;
     export_unshuffle)  # the capacity A/B's winner, fp16 weights + settings only: its campaign's best (UNSHUFFLE_BEST)
         $PY -m inpaint.export "$UNSHUFFLE_BEST" -o inpaint/assets/pretrained/slice_resnet_unshuffle.ckpt --overwrite ;;
-    eval_unshuffle_intervals)  # that file at intervals 2-8, thin, against linear, cubic and today's pretrained
+    eval_unshuffle_intervals)  # that file at intervals 2-8, thin, against linear, cubic and slice_resnet_large
         intervals unshuffle slice_resnet_unshuffle=inpaint/assets/pretrained/slice_resnet_unshuffle.ckpt \
-            --checkpoint pretrained=pretrained --methods linear,cubic ;;
+            --checkpoint slice_resnet_large=pretrained-slice-resnet-large --methods linear,cubic ;;
     export_unshuffle_thick)  # the winner's thick twin (train_unshuffle_thick): its best checkpoint (by val_mean/psnr_gain)
-        $PY -m inpaint.export runs/slice_resnet/unshuffle_thick/checkpoints/best.ckpt \
+        $PY -m inpaint.export "$UNSHUFFLE_THICK/checkpoints/best.ckpt" \
             -o inpaint/assets/pretrained/slice_resnet_unshuffle_thick.ckpt --overwrite ;;
-    eval_unshuffle_thick_intervals)  # that file at intervals 2-8, thick slices, against linear and today's pretrained-thick
+    eval_unshuffle_thick_intervals)  # that file at intervals 2-8, thick slices, against linear and the large thick twin
         intervals unshuffle_thick slice_resnet_unshuffle_thick=inpaint/assets/pretrained/slice_resnet_unshuffle_thick.ckpt \
-            --checkpoint pretrained-thick=pretrained-thick --methods linear --thick-slices ;;
+            --checkpoint slice_resnet_large_thick=pretrained-slice-resnet-large-thick --methods linear --thick-slices ;;
     eval_shifted)  # pretrained (thin) and pretrained-thick (thick) on the 28-volume shifted val set, each shift apart
         # (python scripts/make_shifted_val.py --data "$DATA" --out "$SHIFTED_ALL"), then the gain per shift
         for model in pretrained pretrained-thick; do
@@ -230,11 +234,12 @@ case ${1:-help} in
             $PY scripts/make_shifted_val.py --summarise "$EVAL/shifted_$model/metrics.csv"
         done ;;
     eval_shifted_panel)  # docs/figures/shifted_panel_sub-03.png: a val subject with all site shifts at once, restored
-        # by linear, pretrained before its site shifts (the file of commit 9f2a3cc) and pretrained
+        # by linear, slice_resnet_large before its site shifts (the file of commit 9f2a3cc), after them, and pretrained
+        mkdir -p "$EVAL"
         git show 9f2a3cc:inpaint/assets/pretrained/slice_resnet_large.ckpt > "$EVAL/large_one_site.ckpt"
         $PY -m inpaint.evaluate --data "$SHIFTED" --allow-seen --subjects sub-03_acq-site --methods linear \
-            --checkpoint one_site="$EVAL/large_one_site.ckpt" --checkpoint pretrained=pretrained \
-            --panel-subject sub-03_acq-site --out "$EVAL/shifted_panel" --resume
+            --checkpoint one_site="$EVAL/large_one_site.ckpt" --checkpoint large=pretrained-slice-resnet-large \
+            --checkpoint pretrained=pretrained --panel-subject sub-03_acq-site --out "$EVAL/shifted_panel" --resume
         cp "$EVAL/shifted_panel/figures/panel_sub-03_acq-site.png" docs/figures/shifted_panel_sub-03.png ;;
     eval_large_thick_intervals)  # the committed pretrained-thick (slice_resnet_large_thick) at intervals 2-8, thick slices
         intervals large_thick slice_resnet_large_thick=inpaint/assets/pretrained/slice_resnet_large_thick.ckpt \
@@ -279,7 +284,7 @@ case ${1:-help} in
     curve_site)  # docs/figures/site_ab_learning_curve.png and large_thick_learning_curve.png: plain and shifted val gain
         $PY scripts/learning_curve.py "site shifts on (augment.p 0.8)=$SITE" \
             "site shifts off=runs/site/slice_resnet_large_off" --out docs/figures/site_ab_learning_curve.png
-        $PY scripts/learning_curve.py "large thick twin (site shifts, thick slices)=runs/slice_resnet/large_thick" \
+        $PY scripts/learning_curve.py "large thick twin (site shifts, thick slices)=$LARGE_THICK" \
             --mark "lr 5e-4 -> 1.5e-4=9856:1.46" --out docs/figures/large_thick_learning_curve.png ;;
     eval_ablation)  # the ablation checkpoints at interval 5 (each copies acquired slices back as trained)
         evaluate ablation "$PY" --methods linear --no-figures --checkpoint base="$(best ablation_base)" \
@@ -318,12 +323,12 @@ case ${1:-help} in
         for n in 2 3 4 6; do rows+=("interval $n: linear=$EVAL/intervals_$n:linear" "interval $n: random-interval net=$EVAL/intervals_$n:intervals"); done
         $PY -m inpaint.compare "${rows[@]}" "interval 5: linear=$EVAL/ablation:linear" \
             "interval 5: random-interval net=$EVAL/ablation:intervals" "interval 5: base (trained at 5)=$EVAL/ablation:base" ;;
-    table_large)  # the committed pretrained (slice_resnet_large) at intervals 2-8 against linear and cubic
+    table_large)  # pretrained-slice-resnet-large at intervals 2-8 against linear and cubic
         interval_table large linear cubic slice_resnet_large ;;
-    table_unshuffle)  # the capacity A/B's winner at intervals 2-8 against linear, cubic and pretrained
-        interval_table unshuffle linear cubic pretrained slice_resnet_unshuffle ;;
-    table_unshuffle_thick)  # the winner's thick twin at intervals 2-8 against linear and pretrained-thick
-        interval_table unshuffle_thick linear pretrained-thick slice_resnet_unshuffle_thick ;;
+    table_unshuffle)  # the capacity A/B's winner at intervals 2-8 against linear, cubic and slice_resnet_large
+        interval_table unshuffle linear cubic slice_resnet_large slice_resnet_unshuffle ;;
+    table_unshuffle_thick)  # the winner's thick twin at intervals 2-8 against linear and the large thick twin
+        interval_table unshuffle_thick linear slice_resnet_large_thick slice_resnet_unshuffle_thick ;;
     table_large_thick)  # the committed pretrained-thick (slice_resnet_large_thick) at intervals 2-8 against linear
         interval_table large_thick linear slice_resnet_large_thick ;;
     table_slice_resnet)  # the committed any-interval models at intervals 2-8 against linear and cubic (thin; thick)
