@@ -281,6 +281,12 @@ case ${1:-help} in
         $PY scripts/learning_curve.py "slice_resnet_unshuffle (A/B, then campaign)=runs/capacity/unshuffle" \
             --points "slice_resnet_large after its H200 lease (plain val)=232848:3.18" \
             --mark "lr 5e-4 -> 1.5e-4=128124:8.80" --out docs/figures/unshuffle_campaign_curve.png ;;
+    curve_unshuffle_thick)  # docs/figures/unshuffle_thick_learning_curve.png: the winner's thick twin, plain and
+        # shifted val gain, beside the large thick twin's plain val gain (its model card's table)
+        large_plain=2816:3.53,5632:3.49,8448:2.97,11264:3.52,14080:3.67,16896:4.06
+        $PY scripts/learning_curve.py "unshuffle thick twin (site shifts, thick slices)=$UNSHUFFLE_THICK" \
+            --points "large thick twin (plain val)=$large_plain" --mark "lr 5e-4 -> 1.5e-4=9856:0.77" \
+            --out docs/figures/unshuffle_thick_learning_curve.png ;;
     curve_site)  # docs/figures/site_ab_learning_curve.png and large_thick_learning_curve.png: plain and shifted val gain
         $PY scripts/learning_curve.py "site shifts on (augment.p 0.8)=$SITE" \
             "site shifts off=runs/site/slice_resnet_large_off" --out docs/figures/site_ab_learning_curve.png
