@@ -29,8 +29,9 @@ PRETRAINED_MODELS = {
     "pretrained-slice-resnet-unshuffle": "slice_resnet_unshuffle.ckpt",  # (intervals 2-8, thin slices)
     "pretrained-slice-resnet-large": "slice_resnet_large.ckpt",  # pretrained until 2026-12-05 (1.7x slower)
     "pretrained-slice-resnet": "slice_resnet.ckpt",  # the small one (375 k parameters, 3.4x faster than the large)
-    "pretrained-thick": "slice_resnet_large_thick.ckpt",  # the large one fine-tuned on thick slices (slab means: real 2D scans)
-    "pretrained-slice-resnet-large-thick": "slice_resnet_large_thick.ckpt",
+    "pretrained-thick": "slice_resnet_unshuffle_thick.ckpt",  # pretrained fine-tuned on thick slices (real 2D scans)
+    "pretrained-slice-resnet-unshuffle-thick": "slice_resnet_unshuffle_thick.ckpt",
+    "pretrained-slice-resnet-large-thick": "slice_resnet_large_thick.ckpt",  # pretrained-thick until 2026-12-05
     "pretrained-slice-resnet-thick": "slice_resnet_thick.ckpt",  # the small one on thick slices (3.4x faster)
     "pretrained-dense-unet": "dense_unet.ckpt",  # the small DenseUNet of the paper's design, interval 5 (docs/results.md)
 }
