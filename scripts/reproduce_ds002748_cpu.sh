@@ -241,7 +241,7 @@ case ${1:-help} in
             --checkpoint one_site="$EVAL/large_one_site.ckpt" --checkpoint large=pretrained-slice-resnet-large \
             --checkpoint pretrained=pretrained --panel-subject sub-03_acq-site --out "$EVAL/shifted_panel" --resume
         cp "$EVAL/shifted_panel/figures/panel_sub-03_acq-site.png" docs/figures/shifted_panel_sub-03.png ;;
-    eval_large_thick_intervals)  # the committed pretrained-thick (slice_resnet_large_thick) at intervals 2-8, thick slices
+    eval_large_thick_intervals)  # pretrained-slice-resnet-large-thick at intervals 2-8, thick slices
         intervals large_thick slice_resnet_large_thick=inpaint/assets/pretrained/slice_resnet_large_thick.ckpt \
             --methods linear --thick-slices ;;
     eval_slice_resnet_intervals)  # the committed any-interval model at intervals 2-8 (figures at 5), thin and thick
@@ -335,7 +335,7 @@ case ${1:-help} in
         interval_table unshuffle linear cubic slice_resnet_large slice_resnet_unshuffle ;;
     table_unshuffle_thick)  # the winner's thick twin at intervals 2-8 against linear and the large thick twin
         interval_table unshuffle_thick linear slice_resnet_large_thick slice_resnet_unshuffle_thick ;;
-    table_large_thick)  # the committed pretrained-thick (slice_resnet_large_thick) at intervals 2-8 against linear
+    table_large_thick)  # pretrained-slice-resnet-large-thick at intervals 2-8 against linear
         interval_table large_thick linear slice_resnet_large_thick ;;
     table_slice_resnet)  # the committed any-interval models at intervals 2-8 against linear and cubic (thin; thick)
         rows=()
